@@ -1,0 +1,6 @@
+"""HHCL (Hard-sample Guided Hybrid Contrast Learning) for unsupervised person re-ID, as a torchreid plugin.
+
+Importing the package registers its parts (engine, memories, sampler, clusterer,
+backbones, the ``synthreid`` dataset) into their registries.
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,414 @@
+"""k-reciprocal Jaccard distance (Zhong et al., CVPR'17 re-ranking) for pseudo labelling.
+
+The definition, as SpCL / Cluster-Contrast / HHCL use it:
+
+* ``N(i, k)``: the first ``k`` entries of i's k-NN list, i itself included (so with
+  ``k = k1`` that is i and its k1 - 1 nearest neighbours: those pipelines search
+  exactly k1 neighbours and index ``[:k1 + 1]`` into that list);
+* ``R(i, k) = {j in N(i, k) : i in N(j, k)}``, the k-reciprocal set;
+* ``R*(i) = R(i, k1)`` united with ``R(j, k1 / 2)`` for every candidate ``j`` in
+  ``R(i, k1)`` with ``|R(i, k1) & R(j, k1 / 2)| > 2/3 |R(j, k1 / 2)|`` (``k1 / 2`` is
+  ``round(k1 / 2)``, Python rounding, and that set is computed with ``round(k1/2) + 1``
+  list entries, again as in those pipelines);
+* ``V[i, j] = exp(-d(i, j)) / sum_{x in R*(i)} exp(-d(i, x))`` for ``j`` in ``R*(i)``,
+  with ``d = 2 - 2 cos`` (the squared Euclidean distance of unit vectors);
+* local query expansion ``V[i] <- mean(V[n] for n in N(i, k2))``;
+* ``d_J(i, j) = 1 - sum_k min(V[i,k], V[j,k]) / sum_k max(V[i,k], V[j,k])``, which is
+  ``1 - m / (2 - m)`` with ``m = sum_k min`` because every row of V sums to 1; negative
+  round-off is clipped to 0.
+
+Two implementations share the k-NN search and the construction of the (sparse) rows
+of V, so that their float32 distances are bit-identical and DBSCAN gives the same
+labels on both:
+
+* :func:`compute_jaccard_distance_sparse` keeps only pairs whose V rows overlap (every
+  other pair is at distance exactly 1) and never allocates anything N x N;
+* :func:`compute_jaccard_distance_dense` follows the published code: dense N x N V,
+  V after query expansion and Jaccard matrices, filled row by row.  It is the
+  comparison path (``CLUSTER.JACCARD=dense``); it needs ~3 N^2 float32 of memory.
+
+Both accumulate ``m`` in float64, in increasing order of the support column ``k``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .knn import ArrayLike, as_float32_tensor, knn_search, progress
+
+logger = logging.getLogger(__name__)
+
+KNN = Tuple[np.ndarray, np.ndarray]
+
+
+def half_k(k1: int) -> int:
+    """The ``k1 / 2`` of the expansion step, rounded like the published code (half to even)."""
+    return int(round(k1 / 2))
+
+
+def k_reciprocal_sets(rank: np.ndarray, k: int) -> sp.csr_matrix:
+    """``R(i, k)`` for every i as the rows of an N x N 0/1 CSR matrix (int32 data).
+
+    ``rank`` is the (N, K) k-NN list with i in column 0; its first ``k`` columns are used.
+    Negative entries (empty slots of an approximate index) are ignored.
+    """
+    n = rank.shape[0]
+    cols = rank[:, :k]
+    rows = np.broadcast_to(np.arange(n)[:, None], cols.shape)
+    keep = cols >= 0
+    fwd = sp.csr_matrix(
+        (np.ones(int(keep.sum()), np.int32), (rows[keep], cols[keep])), shape=(n, n)
+    )
+    fwd.sum_duplicates()
+    fwd.data[:] = 1
+    recip = fwd.multiply(fwd.T).tocsr()
+    recip.sum_duplicates()
+    recip.sort_indices()
+    recip.data = np.ones_like(recip.data, dtype=np.int32)
+    return recip
+
+
+def expanded_k_reciprocal_sets(rank: np.ndarray, k1: int) -> sp.csr_matrix:
+    """``R*(i)`` (0/1 CSR, sorted indices): R(i, k1) expanded by the reciprocal sets of its members.
+
+    Done with sparse products instead of per-point loops: ``(R @ Rh^T)[i, j]`` is
+    ``|R(i) & Rh(j)|``, and the union over accepted ``j`` is the pattern of ``A @ Rh``.
+    """
+    n = rank.shape[0]
+    kh = min(half_k(k1) + 1, rank.shape[1])
+    r_full = k_reciprocal_sets(rank, k1)
+    r_half = k_reciprocal_sets(rank, kh)
+    half_size = np.diff(r_half.indptr).astype(np.float64)
+    overlap = (r_full @ r_half.T).tocsr().multiply(r_full).tocsr()
+    overlap.sort_indices()
+    # the same float64 test as the reference code: len(intersection) > 2/3 * len(R(j, k1/2))
+    accept = overlap.data > (2 / 3) * half_size[overlap.indices]
+    rows = np.repeat(np.arange(n), np.diff(overlap.indptr))
+    accepted = sp.csr_matrix(
+        (np.ones(int(accept.sum()), np.int32), (rows[accept], overlap.indices[accept])), shape=(n, n)
+    )
+    star = (r_full + accepted @ r_half).tocsr()
+    star.sum_duplicates()
+    star.sort_indices()
+    star.data = np.ones_like(star.data, dtype=np.int32)
+    return star
+
+
+def pair_similarities(
+    x: torch.Tensor, rows: np.ndarray, cols: np.ndarray, knn: KNN, chunk: int = 16384
+) -> np.ndarray:
+    """Cosine similarity of the pairs ``(rows[t], cols[t])`` as float32.
+
+    Most pairs of R* are k-NN pairs whose similarity the search already computed; only
+    the others are recomputed, so the cost stays O(#missing * D) instead of O(#pairs * D).
+    """
+    sims, rank = knn
+    n, k = rank.shape
+    out = np.empty(len(rows), np.float32)
+    knn_keys = (np.arange(n, dtype=np.int64)[:, None] * n + rank).ravel()
+    valid = rank.ravel() >= 0
+    knn_keys = knn_keys[valid]
+    knn_vals = sims.ravel()[valid]
+    order = np.argsort(knn_keys, kind="stable")
+    knn_keys = knn_keys[order]
+    knn_vals = knn_vals[order]
+    query = rows.astype(np.int64) * n + cols.astype(np.int64)
+    pos = np.searchsorted(knn_keys, query)
+    pos_c = np.minimum(pos, len(knn_keys) - 1)
+    found = knn_keys[pos_c] == query
+    out[found] = knn_vals[pos_c[found]]
+    missing = np.flatnonzero(~found)
+    if len(missing):
+        r_t = torch.from_numpy(rows[missing].astype(np.int64)).to(x.device)
+        c_t = torch.from_numpy(cols[missing].astype(np.int64)).to(x.device)
+        vals = []
+        with torch.no_grad():
+            for a in range(0, len(missing), chunk):
+                vals.append((x[r_t[a:a + chunk]] * x[c_t[a:a + chunk]]).sum(1).cpu())
+        out[missing] = torch.cat(vals).numpy()
+    return out
+
+
+def k_reciprocal_weights(x: torch.Tensor, knn: KNN, k1: int) -> sp.csr_matrix:
+    """The sparse rows of V (before query expansion) as an N x N float32 CSR, sorted indices.
+
+    Shared by the dense and the sparse implementation: both must see the very same
+    float32 values for their distances (and so their DBSCAN labels) to agree exactly.
+    """
+    _, rank = knn
+    n = rank.shape[0]
+    star = expanded_k_reciprocal_sets(rank, k1)
+    counts = np.diff(star.indptr)
+    if (counts == 0).any():  # cannot happen: i is always in R(i, k1)
+        raise RuntimeError("a point has an empty k-reciprocal set; is the k-NN list missing the point itself?")
+    rows = np.repeat(np.arange(n), counts)
+    sims = pair_similarities(x, rows, star.indices, knn)
+    dist = 2.0 - 2.0 * sims.astype(np.float64)  # squared Euclidean distance of unit vectors
+    starts = star.indptr[:-1]
+    dist -= np.repeat(np.minimum.reduceat(dist, starts), counts)  # softmax shift, exact in exp ratios
+    w = np.exp(-dist)
+    w /= np.repeat(np.add.reduceat(w, starts), counts)
+    return sp.csr_matrix((w.astype(np.float32), star.indices.copy(), star.indptr.copy()), shape=(n, n))
+
+
+def query_expansion_matrix(rank: np.ndarray, k2: int) -> sp.csr_matrix:
+    """0/1 N x N CSR whose row i lists ``N(i, k2)`` in k-NN order (unsorted on purpose).
+
+    ``(Q @ V)`` then sums the k2 rows of V in that order, the same order in which the
+    dense implementation adds them, so both give bit-identical float64 sums.
+    """
+    n = rank.shape[0]
+    k2 = int(max(1, min(k2, rank.shape[1])))
+    cols = rank[:, :k2].copy()
+    bad = cols < 0
+    if bad.any():
+        cols[bad] = np.broadcast_to(np.arange(n)[:, None], cols.shape)[bad]
+    indptr = np.arange(0, n * k2 + 1, k2, dtype=np.int64)
+    return sp.csr_matrix((np.ones(n * k2, np.float64), cols.ravel(), indptr), shape=(n, n))
+
+
+def expanded_weights(v: sp.csr_matrix, rank: np.ndarray, k2: int) -> sp.csr_matrix:
+    """V after local query expansion (float32 CSR, sorted indices)."""
+    k2 = int(max(1, min(k2, rank.shape[1])))
+    if k2 == 1:
+        return v
+    q = query_expansion_matrix(rank, k2)
+    vq = (q @ v.astype(np.float64)).tocsr()
+    vq.data /= k2
+    vq.data = vq.data.astype(np.float32)
+    vq.sort_indices()
+    return vq
+
+
+def _compute_knn(x: torch.Tensor, k1: int, knn: Optional[KNN], knn_index: str) -> KNN:
+    if knn is not None:
+        sims, rank = knn
+        if rank.shape[1] < min(k1, x.shape[0]):
+            raise ValueError(f"the given k-NN lists have {rank.shape[1]} columns, k1={k1} needs {k1}")
+        return np.asarray(sims, np.float32)[:, :k1], np.asarray(rank, np.int64)[:, :k1]
+    return knn_search(x, k1, index=knn_index)
+
+
+def _check_args(x: torch.Tensor, k1: int, k2: int) -> None:
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
+    if x.shape[0] == 0:
+        raise ValueError("cannot compute Jaccard distances of an empty feature set")
+
+
+def _tick(timings: Optional[Dict[str, float]], key: str, start: float) -> float:
+    now = time.perf_counter()
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + now - start
+    return now
+
+
+def compute_jaccard_distance_sparse(
+    features: ArrayLike,
+    k1: int = 30,
+    k2: int = 6,
+    *,
+    knn: Optional[KNN] = None,
+    knn_index: str = "exact",
+    max_pairs_per_chunk: int = 4_000_000,
+    timings: Optional[Dict[str, float]] = None,
+) -> sp.csr_matrix:
+    """k-reciprocal Jaccard distances of all pairs closer than 1, as an N x N float32 CSR.
+
+    Stored entries are exactly the pairs whose expanded V rows share a support column
+    (their distance is < 1, or 0 for identical rows: zeros are stored explicitly, the
+    diagonal included); every absent pair is at distance exactly 1.  The matrix is
+    symmetric with sorted indices.
+
+    ``m[i, j] = sum_k min(V[i,k], V[j,k])`` is accumulated column by column of the
+    support: for each stored ``(i, k)``, the column ``k`` of V lists the ``j`` to update.
+    Rows are processed in chunks of at most ``max_pairs_per_chunk`` such updates, and
+    each chunk's updates are summed by a sparse product ``E @ P`` (E: updates of a row,
+    P: one-hot target column of an update), which adds them in C, in emission order,
+    without sorting.  Memory is O(N * k1 * k2) for V plus O(chunk) for the updates.
+
+    Args:
+        features: (N, D) L2-normalised features (numpy, or torch on CPU / CUDA).
+        k1, k2: re-ranking parameters (k-reciprocal neighbours, query expansion).
+        knn: optional precomputed ``(sims, idx)`` from :func:`knn_search` with >= k1 columns.
+        knn_index: ``"exact"`` or ``"ivf"`` when ``knn`` is not given.
+        max_pairs_per_chunk: bound on the per-chunk (i, k, j) updates (~60 bytes each).
+        timings: optional dict that receives per-stage seconds.
+    """
+    x = as_float32_tensor(features)
+    _check_args(x, k1, k2)
+    n = x.shape[0]
+    t = time.perf_counter()
+    knn = _compute_knn(x, k1, knn, knn_index)
+    t = _tick(timings, "knn", t)
+    v = k_reciprocal_weights(x, knn, k1)
+    t = _tick(timings, "k_reciprocal", t)
+    vq = expanded_weights(v, knn[1], k2)
+    del v
+    t = _tick(timings, "query_expansion", t)
+    logger.debug("Jaccard: V has %.1f non-zeros per row after query expansion", vq.nnz / n)
+
+    col = vq.tocsc()
+    col.sort_indices()
+    col_nnz = np.diff(col.indptr).astype(np.int64)
+    # number of (i, k, j) updates emitted by each row i
+    row_updates = np.zeros(n, np.int64)
+    nonempty = np.diff(vq.indptr) > 0
+    if vq.nnz:
+        row_updates[nonempty] = np.add.reduceat(col_nnz[vq.indices], vq.indptr[:-1][nonempty])
+    bounds = _chunk_bounds(row_updates, max_pairs_per_chunk)
+    logger.debug("Jaccard: %d min-updates in %d chunks", int(row_updates.sum()), len(bounds) - 1)
+
+    out_indptr = [np.zeros(1, np.int64)]
+    out_indices, out_data = [], []
+    nnz_so_far = 0
+    for a, b in progress(list(zip(bounds[:-1], bounds[1:])), total=len(bounds) - 1, desc="Jaccard"):
+        indptr, indices, data = _jaccard_rows(vq, col, col_nnz, row_updates, a, b)
+        out_indptr.append(indptr[1:].astype(np.int64) + nnz_so_far)
+        out_indices.append(indices)
+        out_data.append(data)
+        nnz_so_far += len(indices)
+    dist = sp.csr_matrix(
+        (np.concatenate(out_data) if out_data else np.zeros(0, np.float32),
+         np.concatenate(out_indices) if out_indices else np.zeros(0, np.int32),
+         np.concatenate(out_indptr)),
+        shape=(n, n),
+    )
+    dist.sort_indices()
+    _tick(timings, "min_sum", t)
+    logger.debug("Jaccard: %.1f stored pairs per row", dist.nnz / n)
+    return dist
+
+
+def _chunk_bounds(weights: np.ndarray, budget: int) -> np.ndarray:
+    """Row boundaries so that each chunk's summed weight stays near ``budget`` (>= 1 row each)."""
+    n = len(weights)
+    if n == 0:
+        return np.array([0], np.int64)
+    cum = np.cumsum(weights, dtype=np.int64)
+    bounds = [0]
+    while bounds[-1] < n:
+        a = bounds[-1]
+        base = cum[a - 1] if a > 0 else 0
+        b = int(np.searchsorted(cum, base + budget, side="right"))
+        bounds.append(max(b, a + 1) if b < n else n)
+    return np.asarray(bounds, np.int64)
+
+
+def _jaccard_rows(
+    vq: sp.csr_matrix, col: sp.csc_matrix, col_nnz: np.ndarray, row_updates: np.ndarray, a: int, b: int
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR pieces (indptr, indices, float32 data) of the Jaccard rows ``a:b``."""
+    n = vq.shape[0]
+    lo, hi = vq.indptr[a], vq.indptr[b]
+    ks = vq.indices[lo:hi]
+    vi = vq.data[lo:hi]
+    reps = col_nnz[ks]
+    total = int(reps.sum())
+    idx_dtype = np.int64 if max(total, col.nnz) >= 2**31 - 1 else np.int32
+    # position of each update inside col.indices: col.indptr[k] + 0..reps-1
+    entry = np.repeat(np.arange(hi - lo, dtype=idx_dtype), reps)
+    first = np.cumsum(reps, dtype=np.int64) - reps
+    pos = np.arange(total, dtype=idx_dtype)
+    pos -= np.repeat(first.astype(idx_dtype), reps)
+    pos += np.repeat(col.indptr[ks].astype(idx_dtype), reps)
+    targets = col.indices[pos]
+    mins = np.minimum(vi[entry], col.data[pos]).astype(np.float64)
+    del entry, pos
+    # updates grouped by row (vq is row-major): E[r, t] = mins[t], P[t, targets[t]] = 1
+    upd_ptr = np.zeros(b - a + 1, np.int64)
+    np.cumsum(row_updates[a:b], out=upd_ptr[1:])
+    e = sp.csr_matrix((mins, np.arange(total, dtype=idx_dtype), upd_ptr), shape=(b - a, total))
+    p = sp.csr_matrix(
+        (np.ones(total, np.float64), targets, np.arange(total + 1, dtype=idx_dtype)), shape=(total, n)
+    )
+    m = (e @ p).tocsr()
+    del e, p, mins, targets
+    m_data = m.data
+    d = 1.0 - m_data / (2.0 - m_data)
+    np.maximum(d, 0.0, out=d)
+    return m.indptr, m.indices, d.astype(np.float32)
+
+
+def compute_jaccard_distance_dense(
+    features: ArrayLike,
+    k1: int = 30,
+    k2: int = 6,
+    *,
+    knn: Optional[KNN] = None,
+    knn_index: str = "exact",
+    timings: Optional[Dict[str, float]] = None,
+) -> np.ndarray:
+    """k-reciprocal Jaccard distances as a dense N x N float32 matrix (the published approach).
+
+    Kept as the comparison path: same algorithm and memory profile as the SpCL /
+    Cluster-Contrast / HHCL code (dense V, dense expanded V, an inverted index per
+    column, one row of the Jaccard matrix at a time), so benchmarks compare against
+    what those pipelines do.  Its values equal the sparse implementation's bit for bit.
+    """
+    x = as_float32_tensor(features)
+    _check_args(x, k1, k2)
+    n = x.shape[0]
+    t = time.perf_counter()
+    knn = _compute_knn(x, k1, knn, knn_index)
+    rank = knn[1]
+    t = _tick(timings, "knn", t)
+    v_sparse = k_reciprocal_weights(x, knn, k1)
+    v = np.zeros((n, n), np.float32)
+    for a in range(0, n, 4096):  # scatter the sparse rows without an N*nnz temporary
+        blk = v_sparse[a:a + 4096].tocoo()
+        v[blk.row + a, blk.col] = blk.data
+    del v_sparse
+    t = _tick(timings, "k_reciprocal", t)
+
+    k2 = int(max(1, min(k2, rank.shape[1])))
+    if k2 != 1:
+        q_rank = rank[:, :k2].copy()
+        bad = q_rank < 0
+        q_rank[bad] = np.broadcast_to(np.arange(n)[:, None], q_rank.shape)[bad]
+        v_qe = np.zeros_like(v)
+        acc = np.empty(n, np.float64)
+        for i in progress(range(n), total=n, desc="query expansion"):
+            nbrs = q_rank[i]
+            acc[:] = v[nbrs[0]]
+            for j in nbrs[1:]:
+                acc += v[j]
+            acc /= k2
+            v_qe[i] = acc
+        v = v_qe
+        del v_qe
+    t = _tick(timings, "query_expansion", t)
+
+    # inverted index: for every column k, the rows with V[:, k] != 0 (ascending)
+    nz_rows, nz_cols = [], []
+    for a in range(0, n, 2048):
+        r, c = np.nonzero(v[a:a + 2048])
+        nz_rows.append(r + a)
+        nz_cols.append(c)
+    nz_rows = np.concatenate(nz_rows)
+    nz_cols = np.concatenate(nz_cols)
+    order = np.argsort(nz_cols, kind="stable")
+    inv_rows = nz_rows[order]
+    inv_ptr = np.concatenate([[0], np.cumsum(np.bincount(nz_cols, minlength=n))])
+    del nz_rows, nz_cols, order
+
+    jaccard = np.empty((n, n), np.float32)
+    temp_min = np.zeros(n, np.float64)
+    for i in progress(range(n), total=n, desc="Jaccard (dense)"):
+        support = np.flatnonzero(v[i])
+        spans = [inv_rows[inv_ptr[k]:inv_ptr[k + 1]] for k in support]
+        rows_all = np.concatenate(spans)
+        cols_all = np.repeat(support, [len(s) for s in spans])
+        mins = np.minimum(v[i, cols_all], v[rows_all, cols_all]).astype(np.float64)
+        temp_min[:] = 0.0
+        np.add.at(temp_min, rows_all, mins)  # in order: k ascending for every target row
+        row = 1.0 - temp_min / (2.0 - temp_min)
+        np.maximum(row, 0.0, out=row)
+        jaccard[i] = row
+    _tick(timings, "min_sum", t)
+    return jaccard

@@ -1,0 +1,88 @@
+"""Default configuration of the plugin.
+
+Every key a config file may set is declared here, so that a misspelt key in a YAML
+file or on the command line is an error instead of a silently ignored setting.
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+_C.ENGINE = "HHCLEngine"
+_C.OUTPUT_DIR = "output/hhcl"
+_C.SEED = 1
+_C.DETERMINISTIC = False
+
+# ---------------------------------------------------------------------------- data
+_C.DATASETS = CN()
+# torchreid dataset names (market1501, dukemtmcreid, msmt17, ...) or "synthreid".
+_C.DATASETS.NAMES = ("market1501",)
+_C.DATASETS.ROOT = "datasets"
+# Built-in procedural dataset: preset ("tiny" | "default") and generation seed.
+_C.DATASETS.SYNTH_PRESET = "default"
+_C.DATASETS.SYNTH_SEED = 0
+
+_C.INPUT = CN()
+_C.INPUT.SIZE_TRAIN = [256, 128]  # height, width
+_C.INPUT.SIZE_TEST = [256, 128]
+# torchreid transform names: random_flip, random_crop, random_erase, color_jitter, random_patch
+_C.INPUT.TRANSFORMS = ["random_flip", "random_crop", "random_erase"]
+_C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+_C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+
+_C.DATALOADER = CN()
+_C.DATALOADER.SAMPLER = "CameraAwarePKSampler"
+_C.DATALOADER.NUM_INSTANCES = 16  # K of the P x K batches
+_C.DATALOADER.NUM_WORKERS = 4
+
+# ---------------------------------------------------------------------------- model
+_C.MODEL = CN()
+_C.MODEL.DEVICE = "auto"  # auto | cpu | cuda
+# Local path, http(s) URL or zoo:NAME of a checkpoint to start from (or evaluate).
+_C.MODEL.WEIGHTS = ""
+_C.MODEL.BACKBONE = CN()
+# A registered backbone (see hhcl_plugin.modeling.BACKBONE_REGISTRY), any torchreid
+# model name, or "timm:<model>" for any timm model.
+_C.MODEL.BACKBONE.NAME = "resnet50"
+_C.MODEL.BACKBONE.PRETRAINED = True
+_C.MODEL.BACKBONE.LAST_STRIDE = 1
+_C.MODEL.POOLING = "gem"  # avg | gem | max
+_C.MODEL.GEM_P = 3.0
+_C.MODEL.EMBEDDING_DIM = 0  # 0: no projection, the neck works on the backbone width
+
+# ---------------------------------------------------------------------------- clustering
+_C.CLUSTER = CN()
+_C.CLUSTER.NAME = "dbscan_jaccard"
+_C.CLUSTER.JACCARD = "sparse"  # sparse | dense
+_C.CLUSTER.K1 = 30
+_C.CLUSTER.K2 = 6
+_C.CLUSTER.EPS = 0.45
+_C.CLUSTER.MIN_SAMPLES = 4
+_C.CLUSTER.KNN_INDEX = "exact"  # exact | ivf (approximate, for very large N)
+_C.CLUSTER.BATCH_SIZE = 256  # feature extraction batch size
+
+# ---------------------------------------------------------------------------- memory
+_C.MEMORY = CN()
+_C.MEMORY.MODE = "CMhybrid"  # CM | CMhard | CMhybrid | CMhybrid_v2
+_C.MEMORY.TEMP = 0.05
+_C.MEMORY.MOMENTUM = 0.1
+_C.MEMORY.HARD_WEIGHT = 0.5
+_C.MEMORY.LABEL_SMOOTH = 0.0
+
+# ---------------------------------------------------------------------------- solver
+_C.SOLVER = CN()
+_C.SOLVER.OPTIMIZER = "adam"
+_C.SOLVER.BASE_LR = 3.5e-4
+_C.SOLVER.WEIGHT_DECAY = 5e-4
+_C.SOLVER.LR_SCHEDULER = "single_step"
+_C.SOLVER.STEP_SIZE = 20
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.MAX_EPOCH = 60
+_C.SOLVER.ITERS = 200
+_C.SOLVER.IMS_PER_BATCH = 256
+_C.SOLVER.CHECKPOINT_PERIOD = 1
+_C.SOLVER.LOG_PERIOD = 20
+
+# ---------------------------------------------------------------------------- test
+_C.TEST = CN()
+_C.TEST.EVAL_PERIOD = 10
+_C.TEST.IMS_PER_BATCH = 256
+_C.TEST.RANKS = [1, 5, 10]

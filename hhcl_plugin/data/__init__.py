@@ -1,0 +1,6 @@
+"""Data: torchreid datasets (plus ``synthreid``), P x K samplers over pseudo labels, loaders."""
+from .build import ImageListDataset, UnlabeledData, build_data, build_test_loader, build_train_loader, read_image
+from .samplers import SAMPLER_REGISTRY, CameraAwarePKSampler, build_train_sampler
+
+__all__ = ["ImageListDataset", "UnlabeledData", "build_data", "build_test_loader", "build_train_loader",
+           "read_image", "SAMPLER_REGISTRY", "CameraAwarePKSampler", "build_train_sampler"]

@@ -1,0 +1,98 @@
+"""Checkpoints that survive a crash mid-write and load with ``weights_only=True``.
+
+Everything is stored as tensors, numbers, strings, lists and dicts, so loading never
+needs to unpickle arbitrary objects.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from typing import Any, Dict, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..utils.errors import WeightsError
+
+logger = logging.getLogger(__name__)
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
+    """Write to a temporary file in the same folder, then atomically rename over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise WeightsError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); "
+            f"it may be truncated or not a PyTorch file"
+        ) from None
+
+
+def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def load_model_weights(model: nn.Module, path: str) -> None:
+    """Load a model (plugin checkpoint or bare state dict) and name every mismatched key."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict):
+        raise WeightsError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    state = ckpt.get("model", ckpt.get("state_dict", ckpt))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} has no model weights (expected a 'model' or 'state_dict' entry of tensors)")
+    state = _strip_prefixes(state)
+    own = model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = sorted(set(own) - set(state))
+    if mismatched or len(missing) == len(own):
+        detail = "; ".join(mismatched[:5]) if mismatched else f"none of the model's keys (e.g. {missing[0]})"
+        raise WeightsError(f"{path} does not fit this model: {detail}. Check MODEL.BACKBONE.NAME and MODEL.EMBEDDING_DIM")
+    model.load_state_dict(state, strict=False)
+    if missing:
+        logger.warning("%s lacks %d model keys (kept at initialisation), e.g. %s", path, len(missing), missing[:3])
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        logger.warning("%s has %d keys the model does not use, e.g. %s", path, len(unexpected), unexpected[:3])
+
+
+def rng_state() -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

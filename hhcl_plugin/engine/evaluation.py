@@ -1,0 +1,39 @@
+"""Feature extraction and retrieval metrics (torchreid's CMC and mAP)."""
+from __future__ import annotations
+
+import sys
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..utils import torchreid_compat as tr
+
+
+def progress(iterable, **kwargs):
+    """tqdm that stays quiet when stderr is not a terminal (CI logs, redirected runs)."""
+    return tqdm(iterable, disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False, **kwargs)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "features") -> torch.Tensor:
+    """L2-normalised features of every image of ``loader``, in loader order, on the CPU."""
+    was_training = model.training
+    model.eval()
+    chunks = [model(batch["img"].to(device, non_blocking=True)).float().cpu()
+              for batch in progress(loader, desc=desc, unit="batch")]
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+def evaluate_retrieval(qf: torch.Tensor, gf: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
+                       q_cams: np.ndarray, g_cams: np.ndarray, ranks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """Market-1501 protocol (same identity and camera excluded); figures in percent."""
+    distmat = tr.compute_distance_matrix(qf, gf, "cosine").numpy()
+    cmc, mAP = tr.evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=max(max(ranks), 1))
+    result = {"mAP": 100.0 * float(mAP)}
+    result.update({f"rank{r}": 100.0 * float(cmc[r - 1]) for r in ranks})
+    return result

@@ -1,0 +1,163 @@
+"""The HHCL training engine, a torchreid ``Engine`` driven by hooks."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from types import SimpleNamespace
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from tabulate import tabulate
+from torch.utils.tensorboard import SummaryWriter
+from yacs.config import CfgNode
+
+from ..data import UnlabeledData, build_test_loader
+from ..modeling import ReIDModel
+from ..utils import torchreid_compat as tr
+from ..utils.errors import TrainingError
+from .build import ENGINE_REGISTRY
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .evaluation import evaluate_retrieval, extract_features, progress
+from .hooks import CheckpointHook, ClusteringHook, EvalHook, HookBase
+
+logger = logging.getLogger(__name__)
+
+
+@ENGINE_REGISTRY.register()
+class HHCLEngine(tr.Engine):
+    """Cluster, then contrast against the cluster memory, every epoch.
+
+    Reuses torchreid's engine plumbing (model registry, LR stepping, batch parsing),
+    optimiser and scheduler builders, CMC/mAP evaluation and TensorBoard writer.
+    """
+
+    def __init__(self, cfg: CfgNode, data: UnlabeledData, model: ReIDModel, device: torch.device) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.device = device
+        query_loader = build_test_loader(cfg, data.query, data.transform_test)
+        gallery_loader = build_test_loader(cfg, data.gallery, data.transform_test)
+        view = SimpleNamespace(train_loader=None, sources=data.sources, targets=data.targets,
+                               test_loader={data.name: {"query": query_loader, "gallery": gallery_loader}})
+        super().__init__(view, use_gpu=device.type == "cuda")
+        self.model = model.to(device)
+        self.optimizer = tr.build_optimizer(model, optim=cfg.SOLVER.OPTIMIZER, lr=cfg.SOLVER.BASE_LR,
+                                            weight_decay=cfg.SOLVER.WEIGHT_DECAY, adam_beta2=0.999)
+        self.scheduler = tr.build_lr_scheduler(self.optimizer, lr_scheduler=cfg.SOLVER.LR_SCHEDULER,
+                                               stepsize=cfg.SOLVER.STEP_SIZE, gamma=cfg.SOLVER.GAMMA,
+                                               max_epoch=cfg.SOLVER.MAX_EPOCH)
+        self.register_model("model", self.model, self.optimizer, self.scheduler)
+        self.writer = SummaryWriter(log_dir=os.path.join(cfg.OUTPUT_DIR, "tensorboard"))
+        self.start_epoch, self.max_epoch = 0, cfg.SOLVER.MAX_EPOCH
+        self.best_mAP, self.is_best = -1.0, False
+        self.metrics: Dict = {"evaluations": []}
+        self.epoch_stats: Dict = {}
+        self.memory = None
+        self.pseudo_labels: Optional[np.ndarray] = None
+        self.hooks: List[HookBase] = []
+        self.register_hooks([ClusteringHook(), EvalHook(), CheckpointHook()])
+
+    def register_hooks(self, hooks: List[HookBase]) -> None:
+        for hook in hooks:
+            hook.engine = self
+        self.hooks.extend(hooks)
+
+    def _call(self, stage: str) -> None:
+        for hook in self.hooks:
+            getattr(hook, stage)()
+
+    # ------------------------------------------------------------------ training
+    def run(self) -> Dict:
+        logger.info("training %d epochs x %d iterations on %s", self.max_epoch, self.cfg.SOLVER.ITERS, self.device)
+        start = time.perf_counter()
+        self._call("before_train")
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self._call("before_epoch")
+            self.train_one_epoch()
+            self.update_lr()
+            self._call("after_epoch")
+        self._call("after_train")
+        self.writer.close()
+        logger.info("training done in %.1f min", (time.perf_counter() - start) / 60)
+        self.log_summary()
+        return self.metrics
+
+    def train_one_epoch(self) -> None:
+        self.set_model_mode("train")
+        self.memory.train()
+        sums: Dict[str, float] = {}
+        bar = progress(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", unit="it")
+        for it, data in enumerate(bar):
+            losses = self.forward_backward(data)
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value
+            step = self.epoch * len(self.train_loader) + it
+            if (it + 1) % self.cfg.SOLVER.LOG_PERIOD == 0 or it + 1 == len(self.train_loader):
+                means = {k: v / (it + 1) for k, v in sums.items()}
+                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+                logger.info("epoch %d iter %d/%d  %s  lr %.2e", self.epoch + 1, it + 1, len(self.train_loader),
+                            "  ".join(f"{k} {v:.4f}" for k, v in means.items()), self.get_current_lr())
+            for key, value in losses.items():
+                self.writer.add_scalar(f"train/{key}", value, step)
+        self.writer.add_scalar("train/lr", self.get_current_lr(), self.epoch)
+
+    def forward_backward(self, data: Dict) -> Dict[str, float]:
+        images, targets = self.parse_data_for_train(data)
+        images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        features = self.model(images)
+        terms = self.memory(features, targets)
+        loss = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"loss became {value} at epoch {self.epoch + 1}; training stopped and the last good checkpoint "
+                f"in {self.cfg.OUTPUT_DIR} is untouched. Lower SOLVER.BASE_LR or raise MEMORY.TEMP")
+        self.optimizer.step()
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["loss"] = value
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, when: str = "") -> Dict[str, float]:
+        loaders = self.test_loader[self.data.name]
+        qf = extract_features(self.model, loaders["query"], self.device, desc="query features")
+        gf = extract_features(self.model, loaders["gallery"], self.device, desc="gallery features")
+        ids = lambda items: (np.asarray([p for _, p, _ in items]), np.asarray([c for _, _, c in items]))  # noqa: E731
+        (q_pids, q_cams), (g_pids, g_cams) = ids(self.data.query), ids(self.data.gallery)
+        result = evaluate_retrieval(qf, gf, q_pids, g_pids, q_cams, g_cams, self.cfg.TEST.RANKS)
+        logger.info("%s on %s: %s", when, self.data.name, "  ".join(f"{k} {v:.1f}" for k, v in result.items()))
+        for key, value in result.items():
+            self.writer.add_scalar(f"test/{key}", value, self.epoch + 1 if when != "before training" else 0)
+        return result
+
+    def log_summary(self) -> None:
+        rows = []
+        if "initial" in self.metrics:
+            rows.append(["before training", *self.metrics["initial"].values()])
+        for ev in self.metrics["evaluations"]:
+            rows.append([f"epoch {ev['epoch']}", *(ev[k] for k in self.metrics["initial"])])
+        headers = ["", *self.metrics.get("initial", {}).keys()]
+        logger.info("results on %s:\n%s", self.data.name, tabulate(rows, headers=headers, floatfmt=".1f"))
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch + 1, "best_mAP": self.best_mAP,
+                "metrics": self.metrics, "rng": rng_state(), "config": self.cfg.dump()}
+
+    def save(self, name: str) -> None:
+        save_checkpoint(self.state_dict(), os.path.join(self.cfg.OUTPUT_DIR, name))
+
+    def resume(self, path: str) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.start_epoch, self.best_mAP, self.metrics = ckpt["epoch"], ckpt["best_mAP"], ckpt["metrics"]
+        set_rng_state(ckpt["rng"])
+        logger.info("resumed from %s at epoch %d", path, self.start_epoch)

@@ -1,0 +1,133 @@
+"""Hooks run by the engine around each epoch (detectron2 style).
+
+The clustering hook is the heart of unsupervised training: before every epoch it
+turns the current model's features into pseudo labels, a fresh memory and a fresh
+P x K loader.  Evaluation and checkpointing are hooks too, so a project can add its
+own steps without editing the engine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Dict
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from ..clustering import build_clusterer
+from ..data import build_test_loader, build_train_loader, build_train_sampler
+from ..memory import build_memory
+from ..utils.errors import ClusteringError
+from .evaluation import extract_features
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .hhcl_engine import HHCLEngine
+
+logger = logging.getLogger(__name__)
+
+
+class HookBase:
+    engine: "HHCLEngine"
+
+    def before_train(self) -> None: ...
+    def before_epoch(self) -> None: ...
+    def after_epoch(self) -> None: ...
+    def after_train(self) -> None: ...
+
+
+def singletons_for_outliers(labels: np.ndarray) -> np.ndarray:
+    """Give every outlier its own cluster id, so clustering scores count them as unmatched."""
+    out = labels.copy()
+    outliers = out < 0
+    out[outliers] = out.max(initial=-1) + 1 + np.arange(outliers.sum())
+    return out
+
+
+class ClusteringHook(HookBase):
+    """Pseudo labels, memory and train loader for the coming epoch."""
+
+    def __init__(self) -> None:
+        self.clusterer = None
+
+    def before_train(self) -> None:
+        self.clusterer = build_clusterer(self.engine.cfg)
+
+    def before_epoch(self) -> None:
+        eng, cfg = self.engine, self.engine.cfg
+        data = eng.data
+        start = time.perf_counter()
+        loader = build_test_loader(cfg, data.train, data.transform_test)
+        features = extract_features(eng.model, loader, eng.device, desc=f"epoch {eng.epoch + 1}: train features")
+        result = self.clusterer(features)
+        labels = np.asarray(result.labels, dtype=np.int64)
+        if result.num_clusters == 0:
+            raise ClusteringError(
+                f"no clusters found with CLUSTER.EPS={cfg.CLUSTER.EPS} and CLUSTER.MIN_SAMPLES={cfg.CLUSTER.MIN_SAMPLES} "
+                f"(nearest-neighbour Jaccard distances: {_format_stats(result.distance_stats)}); raise CLUSTER.EPS"
+            )
+        stats = {"clusters": result.num_clusters, "outliers": result.num_outliers,
+                 "outlier_ratio": result.num_outliers / len(labels)}
+        gt = data.train_ground_truth
+        if len(np.unique(gt)) > 1:  # identity labels exist (never used for training)
+            dense = singletons_for_outliers(labels)
+            stats["nmi"] = float(normalized_mutual_info_score(gt, dense))
+            stats["ari"] = float(adjusted_rand_score(gt, dense))
+        eng.epoch_stats = stats
+        eng.pseudo_labels = labels
+        eng.memory = build_memory(cfg, features.to(eng.device), labels,
+                                  generator=torch.Generator().manual_seed(cfg.SEED + eng.epoch))
+        items = [(path, int(label), cam) for (path, _, cam), label in zip(data.train, labels) if label >= 0]
+        sampler = build_train_sampler(cfg, items, seed=cfg.SEED + eng.epoch)
+        eng.train_loader = build_train_loader(cfg, items, data.transform_train, sampler)
+        diag = f", pseudo-label NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f} (diagnostic)" if "nmi" in stats else ""
+        logger.info("epoch %d: %d clusters, %d outliers (%.1f%%) in %.1fs%s", eng.epoch + 1, stats["clusters"],
+                    stats["outliers"], 100 * stats["outlier_ratio"], time.perf_counter() - start, diag)
+        for key, value in stats.items():
+            eng.writer.add_scalar(f"cluster/{key}", value, eng.epoch)
+
+
+def _format_stats(stats: Dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in (stats or {}).items()) or "n/a"
+
+
+class EvalHook(HookBase):
+    """Evaluate every ``TEST.EVAL_PERIOD`` epochs and after the last one; keep ``metrics.json``."""
+
+    def before_train(self) -> None:
+        eng = self.engine
+        if "initial" not in eng.metrics:
+            eng.metrics["initial"] = eng.evaluate("before training")
+            self._write()
+
+    def after_epoch(self) -> None:
+        eng, period = self.engine, self.engine.cfg.TEST.EVAL_PERIOD
+        last = eng.epoch + 1 == eng.max_epoch
+        if last or (period > 0 and (eng.epoch + 1) % period == 0):
+            result = eng.evaluate(f"epoch {eng.epoch + 1}")
+            eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **result, **eng.epoch_stats})
+            eng.is_best = result["mAP"] > eng.best_mAP
+            eng.best_mAP = max(eng.best_mAP, result["mAP"])
+            if last:
+                eng.metrics["final"] = result
+            self._write()
+
+    def _write(self) -> None:
+        path = os.path.join(self.engine.cfg.OUTPUT_DIR, "metrics.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.engine.metrics, f, indent=2)
+        os.replace(tmp, path)
+
+
+class CheckpointHook(HookBase):
+    """``last.pth`` after every epoch, ``best.pth`` when the evaluated mAP improves."""
+
+    def after_epoch(self) -> None:
+        eng = self.engine
+        eng.save("last.pth")
+        if eng.is_best:
+            eng.save("best.pth")
+            eng.is_best = False

@@ -1,0 +1,414 @@
+"""Cluster memories of HHCL: contrast each feature against per-cluster prototypes.
+
+The banks are rebuilt from the pseudo labels every epoch and then follow the network
+by momentum.  Within a training step the logits and their gradient use the banks as
+they were *before* the step, and the banks are updated once, after the gradient is
+known: that is the order of the official implementation (bupt-ai-cz/HHCL-ReID), which
+updates inside the backward pass, and the order the tests check.
+
+Every update here is vectorised over the batch with fixed shapes (no Python loop over
+samples or clusters, no host synchronisation), so a step costs a few kernel launches
+on a GPU instead of one small launch, and often one sync, per sample.
+
+Layout: one buffer ``bank`` of shape ``(R * C, D)`` holds all of a memory's banks
+stacked (``R`` banks of ``C`` rows each; the official layout), so one matrix product
+gives every logit and one autograd node owns the update.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from yacs.config import CfgNode
+
+from .build import MEMORY_REGISTRY
+
+logger = logging.getLogger(__name__)
+
+LabelsLike = Union[np.ndarray, torch.Tensor]
+
+
+# ---------------------------------------------------------------------------- vectorised pieces
+# Public so that other update schemes (e.g. with all-gathered features under DDP) reuse them.
+
+def momentum_update_(rows: torch.Tensor, new: torch.Tensor, present: torch.Tensor, momentum: float) -> None:
+    """``rows[c] <- normalize(m * rows[c] + (1 - m) * new[c])`` for every ``c`` with ``present[c]``.
+
+    All C rows are computed and ``torch.where`` keeps the absent ones, which costs C x D
+    work but keeps shapes independent of the data (no sync, no boolean indexing).
+    Absent rows are kept bit-for-bit.
+    """
+    updated = F.normalize(momentum * rows + (1.0 - momentum) * new, dim=1)
+    rows.copy_(torch.where(present.unsqueeze(1), updated, rows))
+
+
+def batch_cluster_means(features: torch.Tensor, targets: torch.Tensor,
+                        num_clusters: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-cluster mean of the batch features ``(C, D)`` (zero where absent) and presence ``(C,)``."""
+    sums = features.new_zeros(num_clusters, features.shape[1]).index_add_(0, targets, features)
+    counts = features.new_zeros(num_clusters).index_add_(0, targets, features.new_ones(targets.shape[0]))
+    return sums / counts.clamp(min=1).unsqueeze(1), counts > 0
+
+
+def batch_hardest_features(features: torch.Tensor, targets: torch.Tensor,
+                           rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For each cluster, its batch feature least similar to its bank row ``(C, D)``, and presence ``(C,)``.
+
+    The argmin runs over a C x B matrix holding each sample's similarity in its own
+    cluster's row and +inf elsewhere; ``argmin`` returns the first minimum, so ties go
+    to the earliest sample, as ``np.argmin`` does in the official loop.
+    """
+    num_clusters = rows.shape[0]
+    sims = (features * rows.index_select(0, targets)).sum(1)
+    member = targets.unsqueeze(0) == torch.arange(num_clusters, device=targets.device).unsqueeze(1)
+    masked = torch.where(member, sims.unsqueeze(0), torch.full_like(sims, float("inf")).unsqueeze(0))
+    return features.index_select(0, masked.argmin(1)), member.any(1)
+
+
+def batch_instance_slots(targets: torch.Tensor, num_instances: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Slot written by each sample and the sample whose feature goes there, both ``(B,)``.
+
+    The i-th sample of a cluster in batch order writes slot i.  Samples past the K-th
+    of their cluster are sent to slot K-1 again, carrying the K-th sample's feature:
+    duplicate destinations then write identical values, so the result of the scatter
+    does not depend on write order (deterministic on GPU) and needs no scratch row.
+    """
+    batch = targets.shape[0]
+    same = targets.unsqueeze(0) == targets.unsqueeze(1)
+    earlier = torch.ones(batch, batch, dtype=torch.bool, device=targets.device).tril(-1)
+    rank = (same & earlier).sum(1)
+    kth = same & (rank == num_instances - 1).unsqueeze(0)  # [i, j]: j is the K-th sample of i's cluster
+    source = torch.where(rank >= num_instances, kth.to(torch.uint8).argmax(1),
+                         torch.arange(batch, device=targets.device))
+    return rank.clamp(max=num_instances - 1), source
+
+
+# ---------------------------------------------------------------------------- autograd node
+
+class _BankProduct(torch.autograd.Function):
+    """``features @ bank.T`` whose backward computes the gradient, then updates the banks.
+
+    Chosen over "logits against ``bank.clone()``, update in forward" because the clone
+    would copy every bank each step ((K+1)·C·D floats for CMhybrid_v2), and because an
+    update in backward is what the official code does: a forward that is never
+    backpropagated leaves the banks untouched in both.  The bank is saved with
+    ``save_for_backward``, so anything else that changes it between forward and
+    backward (a second forward's update, an explicit :meth:`ClusterMemory.update`)
+    makes autograd raise instead of silently using half-updated banks.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, features: torch.Tensor, targets: torch.Tensor, bank: torch.Tensor,
+                memory: "ClusterMemory") -> torch.Tensor:
+        ctx.memory = memory
+        ctx.save_for_backward(features, targets, bank)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return features.to(bank.dtype).mm(bank.t())
+
+    @staticmethod
+    def backward(ctx: Any, grad_logits: torch.Tensor) -> Tuple[Optional[torch.Tensor], None, None, None]:
+        features, targets, bank = ctx.saved_tensors
+        grad = None
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                grad = grad_logits.to(bank.dtype).mm(bank).to(features.dtype)
+            if ctx.memory.update_in_backward:
+                ctx.memory.update(features, targets)
+        return grad, None, None, None
+
+
+# ---------------------------------------------------------------------------- memories
+
+class ClusterMemory(nn.Module):
+    """Base of the memories: owns the stacked banks, the logits and the update step.
+
+    ``forward(features, targets)`` returns the loss terms, already weighted so that the
+    training loss is ``sum(terms.values())``; the banks are updated when that loss is
+    backpropagated (once per step, after the gradient used the old banks).  Set
+    ``update_in_backward = False`` to call :meth:`update` yourself instead, e.g. with
+    features gathered from all processes; call it after ``backward``.
+
+    ``features`` are expected L2-normalised (B, D), ``targets`` in ``0..C-1``; targets are
+    not range-checked here, since that would need a host sync every step.
+    """
+
+    banks_per_cluster = 1
+
+    def __init__(self, num_clusters: int, num_features: int, *, temp: float = 0.05, momentum: float = 0.1,
+                 label_smooth: float = 0.0, dtype: torch.dtype = torch.float32,
+                 device: Optional[Union[str, torch.device]] = None) -> None:
+        super().__init__()
+        if num_clusters < 1 or num_features < 1:
+            raise ValueError(f"a memory needs at least one cluster and one feature, got {num_clusters} x {num_features}")
+        if temp <= 0:
+            raise ValueError(f"MEMORY.TEMP must be > 0, got {temp}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"MEMORY.MOMENTUM must be in [0, 1], got {momentum}")
+        if not 0.0 <= label_smooth < 1.0:
+            raise ValueError(f"MEMORY.LABEL_SMOOTH must be in [0, 1), got {label_smooth}")
+        self.num_clusters = int(num_clusters)
+        self.num_features = int(num_features)
+        self.temp = float(temp)
+        self.momentum = float(momentum)
+        self.label_smooth = float(label_smooth)
+        self.update_in_backward = True
+        rows = self.banks_per_cluster * self.num_clusters
+        self.register_buffer("bank", torch.zeros(rows, self.num_features, dtype=dtype, device=device))
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def kwargs_from_cfg(cls, cfg: CfgNode) -> Dict[str, Any]:
+        """Constructor arguments read from the config; subclasses add their own keys."""
+        return {"temp": cfg.MEMORY.TEMP, "momentum": cfg.MEMORY.MOMENTUM, "label_smooth": cfg.MEMORY.LABEL_SMOOTH}
+
+    @classmethod
+    def from_features(cls, cfg: CfgNode, features: torch.Tensor, labels: LabelsLike,
+                      generator: Optional[torch.Generator] = None) -> "ClusterMemory":
+        """A memory for ``C = labels.max() + 1`` clusters, on the features' device.
+
+        Banks are float32 for half-precision features (momentum updates accumulate
+        small steps that fp16 would round away) and float64 for float64 features.
+        ``generator`` seeds the random choices of :class:`CMhybrid_v2`.
+        """
+        labels_t = _as_labels(labels, features)
+        num_clusters = int(labels_t.max()) + 1 if labels_t.numel() else 0
+        if num_clusters < 1:
+            raise ValueError("cannot build a cluster memory: every sample is an outlier (all labels are -1)")
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        memory = cls(num_clusters, features.shape[1], dtype=dtype, device=features.device, **cls.kwargs_from_cfg(cfg))
+        memory.initialize(features, labels_t, generator=generator)
+        logger.info("%s memory: %d clusters x %d banks of dim %d", cls.__name__, num_clusters,
+                    memory.banks_per_cluster, features.shape[1])
+        return memory
+
+    @torch.no_grad()
+    def initialize(self, features: torch.Tensor, labels: LabelsLike, generator: Optional[torch.Generator] = None) -> None:
+        """Fill the banks from the features the labels were computed on (label -1: outlier, ignored)."""
+        labels_t = _as_labels(labels, features)
+        feats = features.detach().to(self.bank.dtype)
+        valid = labels_t >= 0
+        if int(labels_t.max()) + 1 != self.num_clusters:
+            raise ValueError(f"labels name {int(labels_t.max()) + 1} clusters, the memory has {self.num_clusters}")
+        counts = torch.bincount(labels_t[valid], minlength=self.num_clusters)
+        empty = int((counts == 0).sum())
+        if empty:
+            raise ValueError(f"{empty} of the cluster ids 0..{self.num_clusters - 1} have no member; "
+                             "pseudo labels must be contiguous")
+        sums = feats.new_zeros(self.num_clusters, feats.shape[1]).index_add_(0, labels_t[valid], feats[valid])
+        centers = F.normalize(sums / counts.unsqueeze(1).to(sums.dtype), dim=1)
+        self._initialize_banks(centers, feats, labels_t, counts, generator)
+
+    def _initialize_banks(self, centers: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+                          counts: torch.Tensor, generator: Optional[torch.Generator]) -> None:
+        """Default: every bank starts at the normalised cluster means."""
+        self.bank.copy_(centers.repeat(self.banks_per_cluster, 1))
+
+    # ---------------------------------------------------------------- step
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        logits = _BankProduct.apply(features, targets, self.bank, self) / self.temp
+        return self.losses(logits, targets)
+
+    def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Loss terms from the temperature-scaled logits against all stacked banks ``(B, R*C)``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """One momentum step of the banks with a batch (features cast to the bank dtype)."""
+        self._update(features.detach().to(self.bank.dtype), targets)
+
+    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """CE with targets ``(1 - eps) * onehot + eps / C`` when ``MEMORY.LABEL_SMOOTH = eps > 0``.
+
+        The official code uses a fixed eps of 0.1 whenever smoothing is on; here the
+        configured value is used.
+        """
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smooth)
+
+    def extra_repr(self) -> str:
+        return (f"clusters={self.num_clusters}, dim={self.num_features}, temp={self.temp}, "
+                f"momentum={self.momentum}, label_smooth={self.label_smooth}")
+
+
+def _as_labels(labels: LabelsLike, features: torch.Tensor) -> torch.Tensor:
+    labels_t = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
+    labels_t = labels_t.to(device=features.device, dtype=torch.long).reshape(-1)
+    if labels_t.shape[0] != features.shape[0]:
+        raise ValueError(f"got {labels_t.shape[0]} labels for {features.shape[0]} features")
+    return labels_t
+
+
+@MEMORY_REGISTRY.register()
+class CM(ClusterMemory):
+    """One centroid bank, updated with the mean of each cluster's batch features.
+
+    Loss: CE over the centroids.  This follows the issue's definition ("one bank, mean
+    update"); the official ``CM`` instead applies one momentum step per sample, in
+    batch order, so a cluster with n samples in the batch moves n times.
+    """
+
+    @property
+    def centroid_bank(self) -> torch.Tensor:
+        return self.bank
+
+    def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"loss_centroid": self.cross_entropy(logits, targets)}
+
+    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        means, present = batch_cluster_means(features, targets, self.num_clusters)
+        momentum_update_(self.bank, means, present, self.momentum)
+
+
+@MEMORY_REGISTRY.register()
+class CMhard(ClusterMemory):
+    """One bank, updated with each cluster's hardest (least similar) batch feature.
+
+    The hardest sample is chosen against the bank before the update; ties go to the
+    first sample in batch order.  Loss: CE over the bank.
+    """
+
+    @property
+    def hard_bank(self) -> torch.Tensor:
+        return self.bank
+
+    def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"loss_hard": self.cross_entropy(logits, targets)}
+
+    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        hardest, present = batch_hardest_features(features, targets, self.bank)
+        momentum_update_(self.bank, hardest, present, self.momentum)
+
+
+class _Hybrid(ClusterMemory):
+    """Adds ``MEMORY.HARD_WEIGHT`` to the base memory."""
+
+    def __init__(self, num_clusters: int, num_features: int, *, hard_weight: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(num_clusters, num_features, **kwargs)
+        if not 0.0 <= hard_weight <= 1.0:
+            raise ValueError(f"MEMORY.HARD_WEIGHT must be in [0, 1], got {hard_weight}")
+        self.hard_weight = float(hard_weight)
+
+    @classmethod
+    def kwargs_from_cfg(cls, cfg: CfgNode) -> Dict[str, Any]:
+        return {**super().kwargs_from_cfg(cfg), "hard_weight": cfg.MEMORY.HARD_WEIGHT}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, hard_weight={self.hard_weight}"
+
+
+@MEMORY_REGISTRY.register()
+class CMhybrid(_Hybrid):
+    """HHCL: a hard bank (updated like :class:`CMhard`) and a centroid bank (like :class:`CM`).
+
+    Both start at the normalised cluster means; rows ``0..C-1`` of ``bank`` are the
+    hard bank, rows ``C..2C-1`` the centroid bank.  The loss is the official weighting
+
+        loss = hw * (CE_hard + (1 - hw) * CE_centroid)
+
+    (mind the bracket: with hw = 0.5 that is 0.5 CE_hard + 0.25 CE_centroid), *not*
+    ``hw * CE_hard + (1 - hw) * CE_centroid``.  Returned as
+    ``loss_hard = hw * CE_hard`` and ``loss_centroid = hw * (1 - hw) * CE_centroid``.
+    """
+
+    banks_per_cluster = 2
+
+    @property
+    def hard_bank(self) -> torch.Tensor:
+        return self.bank[: self.num_clusters]
+
+    @property
+    def centroid_bank(self) -> torch.Tensor:
+        return self.bank[self.num_clusters:]
+
+    def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        hard, centroid = logits.split(self.num_clusters, dim=1)
+        hw = self.hard_weight
+        return {"loss_hard": hw * self.cross_entropy(hard, targets),
+                "loss_centroid": hw * (1.0 - hw) * self.cross_entropy(centroid, targets)}
+
+    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        hard_bank, centroid_bank = self.hard_bank, self.centroid_bank
+        hardest, present = batch_hardest_features(features, targets, hard_bank)
+        means, _ = batch_cluster_means(features, targets, self.num_clusters)
+        momentum_update_(hard_bank, hardest, present, self.momentum)
+        momentum_update_(centroid_bank, means, present, self.momentum)
+
+
+@MEMORY_REGISTRY.register()
+class CMhybrid_v2(_Hybrid):  # noqa: N801  (the name is the MEMORY.MODE value)
+    """A centroid bank plus K instance slots per cluster (K = ``DATALOADER.NUM_INSTANCES``).
+
+    Rows ``0..C-1`` of ``bank`` are the centroids; slot k of cluster c is row
+    ``(1 + k) * C + c`` (see :attr:`instance_bank`, shape ``(K, C, D)``).  Slots start as K
+    member features per cluster drawn with replacement, normalised.
+
+    Update: centroids by mean-momentum as in :class:`CM`; the slots of a cluster in the
+    batch are overwritten (no momentum) by its batch features in batch order, slot k by
+    its (k+1)-th sample; samples past the K-th are ignored and slots past the cluster's
+    count keep their value.  Features are stored as given (expected unit norm), as the
+    official code does.
+
+    Loss: each sample's instance logit is the hardest slot: the least similar slot of
+    its own cluster and the most similar slot of every other cluster;
+    ``loss = hw * CE(centroid) + (1 - hw) * CE(instance)``, returned as
+    ``loss_centroid`` and ``loss_instance``.
+    """
+
+    def __init__(self, num_clusters: int, num_features: int, *, num_instances: int = 16, **kwargs: Any) -> None:
+        if num_instances < 1:
+            raise ValueError(f"DATALOADER.NUM_INSTANCES must be >= 1 for CMhybrid_v2, got {num_instances}")
+        self.num_instances = int(num_instances)
+        self.banks_per_cluster = 1 + self.num_instances
+        super().__init__(num_clusters, num_features, **kwargs)
+
+    @classmethod
+    def kwargs_from_cfg(cls, cfg: CfgNode) -> Dict[str, Any]:
+        return {**super().kwargs_from_cfg(cfg), "num_instances": cfg.DATALOADER.NUM_INSTANCES}
+
+    @property
+    def centroid_bank(self) -> torch.Tensor:
+        return self.bank[: self.num_clusters]
+
+    @property
+    def instance_bank(self) -> torch.Tensor:
+        return self.bank[self.num_clusters:].view(self.num_instances, self.num_clusters, self.num_features)
+
+    def _initialize_banks(self, centers: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+                          counts: torch.Tensor, generator: Optional[torch.Generator]) -> None:
+        # Members grouped by cluster: cluster c owns order[offsets[c] : offsets[c] + counts[c]].
+        order = torch.argsort(labels, stable=True)[int((labels < 0).sum()):]
+        offsets = torch.cumsum(counts, 0) - counts
+        draw_device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand(self.num_instances, self.num_clusters, dtype=torch.float64, generator=generator,
+                       device=draw_device).to(labels.device)
+        # floor(u * n) is uniform over 0..n-1; the clamp guards the rounding of u * n up to n.
+        pick = torch.minimum((u * counts).floor().long(), counts - 1) + offsets
+        self.centroid_bank.copy_(centers)
+        self.instance_bank.copy_(F.normalize(features[order[pick]], dim=-1))
+
+    def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        c = self.num_clusters
+        centroid = logits[:, :c]
+        slots = logits[:, c:].reshape(-1, self.num_instances, c)
+        own = targets.unsqueeze(1) == torch.arange(c, device=targets.device)
+        instance = torch.where(own, slots.min(dim=1).values, slots.max(dim=1).values)
+        hw = self.hard_weight
+        return {"loss_centroid": hw * self.cross_entropy(centroid, targets),
+                "loss_instance": (1.0 - hw) * self.cross_entropy(instance, targets)}
+
+    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        means, present = batch_cluster_means(features, targets, self.num_clusters)
+        momentum_update_(self.centroid_bank, means, present, self.momentum)
+        slot, source = batch_instance_slots(targets, self.num_instances)
+        rows = (1 + slot) * self.num_clusters + targets
+        self.bank.index_copy_(0, rows, features.index_select(0, source))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_instances={self.num_instances}"

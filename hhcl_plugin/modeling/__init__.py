@@ -1,0 +1,7 @@
+"""Models: registered backbones and the re-ID head."""
+from .backbones import BACKBONE_REGISTRY, build_backbone
+from .heads import GeneralizedMeanPooling, ReIDHead
+from .model import ReIDModel, build_model, resolve_device
+
+__all__ = ["BACKBONE_REGISTRY", "build_backbone", "GeneralizedMeanPooling", "ReIDHead", "ReIDModel",
+           "build_model", "resolve_device"]

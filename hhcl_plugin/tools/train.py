@@ -1,0 +1,72 @@
+"""Launcher: ``hhcl-train --config-file F [--resume] [--eval-only] KEY VALUE ...``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from .. import engine as _engine  # noqa: F401  (registers the engines)
+from ..config import setup_cfg
+from ..data import build_data
+from ..engine import ENGINE_REGISTRY, load_model_weights
+from ..modeling import build_model, resolve_device
+from ..utils.env import seed_all
+from ..utils.errors import UserError
+from ..utils.logger import setup_logger
+
+logger = logging.getLogger("hhcl_plugin")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hhcl-train", description="Unsupervised person re-ID with HHCL (a torchreid plugin)",
+        epilog="Example: hhcl-train --config-file configs/hhcl_synth.yml SOLVER.MAX_EPOCH 5 OUTPUT_DIR output/try")
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = setup_cfg(args.config_file, args.opts)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logger(cfg.OUTPUT_DIR)
+    with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+    logger.info("config %s, output in %s", args.config_file or "(defaults)", cfg.OUTPUT_DIR)
+    seed_all(cfg.SEED, cfg.DETERMINISTIC)
+    data = build_data(cfg)
+    device = resolve_device(cfg)
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        load_model_weights(model, cfg.MODEL.WEIGHTS)
+    engine = ENGINE_REGISTRY.get(cfg.ENGINE)(cfg, data, model, device)
+    if args.eval_only:
+        engine.evaluate("evaluation")
+        return 0
+    last = os.path.join(cfg.OUTPUT_DIR, "last.pth")
+    if args.resume:
+        if not os.path.isfile(last):
+            raise UserError(f"--resume given but {last} does not exist; drop --resume to start a new run")
+        engine.resume(last)
+    engine.run()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"hhcl-train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hhcl-train: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

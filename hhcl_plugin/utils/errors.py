@@ -1,0 +1,29 @@
+"""Errors caused by what the user gave us (config, data, weights).
+
+The launcher prints these as one line and exits non-zero, without a traceback:
+they describe a problem the user can fix, not a bug in the plugin.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input; the message says what is wrong and how to fix it."""
+
+
+class ConfigError(UserError):
+    pass
+
+
+class DatasetError(UserError):
+    pass
+
+
+class WeightsError(UserError):
+    pass
+
+
+class ClusteringError(UserError):
+    pass
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. a non-finite loss); checkpoints already written stay valid."""

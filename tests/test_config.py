@@ -1,0 +1,67 @@
+import pytest
+
+from hhcl_plugin.config import get_cfg, setup_cfg
+from hhcl_plugin.utils.errors import ConfigError
+
+CONFIGS = "configs"
+
+
+def test_overrides_are_typed_and_applied():
+    cfg = setup_cfg("", ["SOLVER.BASE_LR", "0.01", "CLUSTER.EPS", "0.5", "MEMORY.MODE", "CM",
+                         "INPUT.SIZE_TRAIN", "[128, 64]"])
+    assert cfg.SOLVER.BASE_LR == 0.01 and cfg.CLUSTER.EPS == 0.5 and cfg.MEMORY.MODE == "CM"
+    assert list(cfg.INPUT.SIZE_TRAIN) == [128, 64]
+    assert cfg.is_frozen()
+
+
+def test_paper_recipe_values():
+    cfg = setup_cfg(f"{CONFIGS}/hhcl_r50.yml")
+    assert cfg.DATASETS.NAMES == ("market1501",)
+    assert (cfg.CLUSTER.K1, cfg.CLUSTER.K2, cfg.CLUSTER.EPS, cfg.CLUSTER.MIN_SAMPLES) == (30, 6, 0.45, 4)
+    assert (cfg.MEMORY.MODE, cfg.MEMORY.TEMP, cfg.MEMORY.MOMENTUM, cfg.MEMORY.HARD_WEIGHT) == ("CMhybrid", 0.05, 0.1, 0.5)
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_EPOCH, cfg.SOLVER.ITERS, cfg.SOLVER.IMS_PER_BATCH) == (3.5e-4, 60, 200, 256)
+    assert cfg.DATALOADER.NUM_INSTANCES == 16 and cfg.MODEL.BACKBONE.NAME == "resnet50"
+
+
+def test_base_inheritance_and_command_line_wins():
+    cfg = setup_cfg(f"{CONFIGS}/hhcl_r50_duke.yml", ["SOLVER.MAX_EPOCH", "3"])
+    assert cfg.DATASETS.NAMES == ("dukemtmcreid",)
+    assert cfg.CLUSTER.EPS == 0.6  # from the child
+    assert cfg.MEMORY.MODE == "CMhybrid"  # from the base
+    assert cfg.SOLVER.MAX_EPOCH == 3  # from the command line
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'MODEL.NOPE'"):
+        setup_cfg("", ["MODEL.NOPE", "1"])
+    bad = tmp_path / "bad.yml"
+    bad.write_text("SOLVER:\n  LEARNING_RATE: 0.1\n")
+    with pytest.raises(ConfigError, match="SOLVER.LEARNING_RATE"):
+        setup_cfg(str(bad))
+
+
+@pytest.mark.parametrize("opts, pattern", [
+    (["SOLVER.MAX_EPOCH", "many"], "wrong value type"),
+    (["MODEL.DEVICE", "tpu"], "MODEL.DEVICE"),
+    (["CLUSTER.EPS", "1.5"], "CLUSTER.EPS"),
+    (["SOLVER.IMS_PER_BATCH", "100"], "multiple of"),
+    (["SOLVER.BASE_LR"], "KEY VALUE"),
+])
+def test_bad_values_are_rejected(opts, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        setup_cfg("", opts)
+
+
+def test_base_cycle_and_missing_file(tmp_path):
+    a, b = tmp_path / "a.yml", tmp_path / "b.yml"
+    a.write_text("_BASE_: b.yml\n")
+    b.write_text("_BASE_: a.yml\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        setup_cfg(str(a))
+    with pytest.raises(ConfigError, match="not found"):
+        setup_cfg(str(tmp_path / "missing.yml"))
+
+
+def test_defaults_are_not_mutated_by_setup():
+    setup_cfg("", ["SOLVER.BASE_LR", "0.5"])
+    assert get_cfg().SOLVER.BASE_LR == 3.5e-4

@@ -1,0 +1,88 @@
+"""End to end: the launcher on the tiny synthetic set, resume, and user errors from the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import tiny_opts
+from hhcl_plugin.engine.checkpoint import load_checkpoint
+from hhcl_plugin.tools.train import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained(synth_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run"))
+    assert main(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *tiny_opts(synth_root, out)]) == 0
+    return out
+
+
+def test_two_epoch_run_writes_metrics_and_checkpoints(trained):
+    metrics = json.load(open(os.path.join(trained, "metrics.json")))
+    for key in ("initial", "final"):
+        assert set(metrics[key]) == {"mAP", "rank1", "rank5", "rank10"}
+        assert all(0.0 <= v <= 100.0 for v in metrics[key].values())
+    assert [e["epoch"] for e in metrics["evaluations"]] == [1, 2]
+    assert metrics["evaluations"][-1]["clusters"] > 0
+    assert 0.0 <= metrics["evaluations"][-1]["ari"] <= 1.0
+    last = load_checkpoint(os.path.join(trained, "last.pth"))
+    assert last["epoch"] == 2
+    assert os.path.isfile(os.path.join(trained, "best.pth"))
+    assert os.listdir(os.path.join(trained, "tensorboard"))
+    assert "results on synthreid" in open(os.path.join(trained, "log.txt")).read()
+
+
+def test_training_changes_the_model_and_checkpoint_reloads(trained, synth_root, tmp_path):
+    from hhcl_plugin.config import setup_cfg
+    from hhcl_plugin.engine import load_model_weights
+    from hhcl_plugin.modeling import build_model
+
+    cfg = setup_cfg(f"{REPO}/configs/hhcl_synth.yml", tiny_opts(synth_root, str(tmp_path)))
+    fresh, reloaded = build_model(cfg), build_model(cfg)
+    load_model_weights(reloaded, os.path.join(trained, "last.pth"))
+    saved = load_checkpoint(os.path.join(trained, "last.pth"))["model"]
+    assert all(torch.equal(v, saved[k]) for k, v in reloaded.state_dict().items())
+    assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in reloaded.state_dict().items()
+               if v.dtype.is_floating_point)
+
+
+def test_resume_continues_from_last_checkpoint(trained, synth_root, tmp_path):
+    import shutil
+
+    out = str(tmp_path / "resumed")
+    shutil.copytree(trained, out)
+    opts = tiny_opts(synth_root, out) + ["SOLVER.MAX_EPOCH", "3"]
+    assert main(["--config-file", f"{REPO}/configs/hhcl_synth.yml", "--resume", *opts]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert [e["epoch"] for e in metrics["evaluations"]] == [1, 2, 3]
+    assert load_checkpoint(os.path.join(out, "last.pth"))["epoch"] == 3
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "hhcl_plugin.tools.train", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_missing_dataset_root_is_one_line_without_traceback(tmp_path):
+    proc = run_cli("--config-file", "configs/hhcl_r50.yml", "DATASETS.ROOT", "/nonexistent",
+                   "OUTPUT_DIR", str(tmp_path))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "market1501/Market-1501-v15.09.15/{bounding_box_train,query,bounding_box_test}" in lines[0]
+    assert "/nonexistent does not exist" in lines[0]
+
+
+def test_unknown_config_key_is_named_from_the_cli(tmp_path):
+    proc = run_cli("--config-file", "configs/hhcl_r50.yml", "SOLVER.LR", "0.1", "OUTPUT_DIR", str(tmp_path))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "unknown config key 'SOLVER.LR'" in proc.stderr
+
+
+def test_resume_without_checkpoint_is_an_error(synth_root, tmp_path):
+    code = main(["--config-file", f"{REPO}/configs/hhcl_synth.yml", "--resume", *tiny_opts(synth_root, str(tmp_path))])
+    assert code == 2
