@@ -1,6 +1,8 @@
 """Data loaders: features for clustering, pseudo-labelled training batches, evaluation."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -75,16 +77,23 @@ class UnlabeledData:
         return [self.name]
 
 
+def build_transforms(cfg: CfgNode) -> Tuple[Callable, Callable]:
+    """torchreid's train and test transforms; its listing of them goes to the debug log, not stdout."""
+    norm = dict(norm_mean=list(cfg.INPUT.PIXEL_MEAN), norm_std=list(cfg.INPUT.PIXEL_STD))
+    listing = io.StringIO()
+    with contextlib.redirect_stdout(listing):
+        transform_train, _ = tr.build_transforms(*cfg.INPUT.SIZE_TRAIN, transforms=list(cfg.INPUT.TRANSFORMS), **norm)
+        _, transform_test = tr.build_transforms(*cfg.INPUT.SIZE_TEST, transforms=[], **norm)
+    logger.debug("transforms:\n%s", listing.getvalue())
+    return transform_train, transform_test
+
+
 def build_data(cfg: CfgNode) -> UnlabeledData:
     if len(cfg.DATASETS.NAMES) != 1:
         raise ConfigError(f"DATASETS.NAMES must name exactly one dataset, got {list(cfg.DATASETS.NAMES)}")
     name = cfg.DATASETS.NAMES[0]
     dataset = build_dataset(cfg, name)
-    size = tuple(cfg.INPUT.SIZE_TRAIN)
-    transform_train, _ = tr.build_transforms(*size, transforms=list(cfg.INPUT.TRANSFORMS),
-                                             norm_mean=list(cfg.INPUT.PIXEL_MEAN), norm_std=list(cfg.INPUT.PIXEL_STD))
-    _, transform_test = tr.build_transforms(*cfg.INPUT.SIZE_TEST, transforms=[],
-                                            norm_mean=list(cfg.INPUT.PIXEL_MEAN), norm_std=list(cfg.INPUT.PIXEL_STD))
+    transform_train, transform_test = build_transforms(cfg)
     strip = lambda split: sorted((p, pid, cam) for p, pid, cam, *_ in split)  # noqa: E731
     data = UnlabeledData(name, strip(dataset.train), strip(dataset.query), strip(dataset.gallery),
                          transform_train, transform_test)

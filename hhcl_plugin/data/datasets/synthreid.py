@@ -29,7 +29,7 @@ from .synthreid_render import render_image, sample_camera, sample_identity
 
 logger = logging.getLogger(__name__)
 
-SYNTH_VERSION = 1  # bump whenever rendering changes, so stale caches are regenerated
+SYNTH_VERSION = 4  # bump whenever rendering changes, so stale caches are regenerated
 MARKER = ".complete"
 MAX_PID = 1501  # torchreid's Market1501 asserts 0 <= pid <= 1501
 _NAME_RE = re.compile(r"([-\d]+)_c(\d)")

@@ -28,12 +28,15 @@ CH, CW = OUT_H * _SS, OUT_W * _SS
 RGB = Tuple[int, int, int]
 
 # Nuisance strengths. Per camera: white balance, exposure, scene colourfulness, clutter.
-CAM_WB = 0.15
-CAM_EXPOSURE = 0.22
-SCENE_CHROMA = 30.0
-CLUTTER = 2.5  # mean number of clutter shapes
+CAM_WB = 0.1
+CAM_EXPOSURE = 0.15
+SCENE_CHROMA = 20.0
+CLUTTER = 1.0  # mean number of clutter shapes
+# Body width relative to height. Detector crops are tight, so a person fills most of
+# the crop width, as in Market-1501; thinner people leave the crop to the background.
+PERSON_WIDTH = 1.5
 # Per image (within one camera):
-BG_SHIFT = 35.0  # colour shift of the visible part of the scene, 8-bit levels
+BG_SHIFT = 20.0  # colour shift of the visible part of the scene, 8-bit levels
 EXPOSURE_JITTER = 0.15
 
 # Clothing palette: dominated by dark / neutral tones with several near-duplicates
@@ -155,8 +158,8 @@ def sample_camera(rng: np.random.Generator) -> Camera:
     gain = (expo * (1 + CAM_WB * temp), expo * (1 + tint), expo * (1 - CAM_WB * temp))
     views = rng.dirichlet((1.0, 1.0, 1.0)) * 0.7 + 0.1
     return Camera(
-        gain=tuple(float(g) for g in gain), gamma=float(rng.uniform(0.8, 1.25)),
-        saturation=float(rng.uniform(0.7, 1.15)), blur=float(rng.uniform(0.0, 0.8)),
+        gain=tuple(float(g) for g in gain), gamma=float(rng.uniform(0.9, 1.12)),
+        saturation=float(rng.uniform(0.8, 1.1)), blur=float(rng.uniform(0.0, 0.8)),
         noise=float(rng.uniform(2, 9)), jpeg_quality=int(rng.integers(72, 96)),
         wall=tuple(float(v) for v in rng.uniform(60, 200, 1).repeat(3) + rng.uniform(-SCENE_CHROMA, SCENE_CHROMA, 3)),
         floor=tuple(float(v) for v in rng.uniform(50, 170, 1).repeat(3) + rng.uniform(-SCENE_CHROMA, SCENE_CHROMA, 3)),
@@ -208,7 +211,7 @@ def _clutter(draw: ImageDraw.ImageDraw, cam: Camera, rng: np.random.Generator) -
             draw.rectangle(box, fill=color)
         else:
             draw.ellipse(box, fill=color)
-    if rng.random() < 0.3:  # a bystander cut by the crop border
+    if rng.random() < 0.2:  # a bystander cut by the crop border
         x = rng.choice([-0.15, 1.15]) * CW + rng.uniform(-0.1, 0.1) * CW
         top = rng.uniform(0.05, 0.3) * CH
         mid = top + 0.35 * CH
@@ -278,8 +281,9 @@ def _draw_person(img: Image.Image, ident: Identity, view: str, h: float, cx: flo
     sh_y = top + 2 * hr + 0.022 * h
     hip_y = sh_y + ident.torso * h
     k = 0.58 if side else 1.0  # side views are narrower
-    sw, hw = 0.27 * h * ident.build * k, 0.2 * h * ident.build * k
-    lw, aw = 0.085 * h * ident.build, 0.05 * h * ident.build
+    wide = ident.build * PERSON_WIDTH
+    sw, hw = 0.27 * h * wide * k, 0.2 * h * wide * k
+    lw, aw = 0.085 * h * wide, 0.05 * h * wide
     ankle = fy - 0.03 * h
     leg_col = ident.lower if ident.lower_style == "trousers" else ident.skin
 
