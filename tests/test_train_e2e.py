@@ -86,3 +86,14 @@ def test_unknown_config_key_is_named_from_the_cli(tmp_path):
 def test_resume_without_checkpoint_is_an_error(synth_root, tmp_path):
     code = main(["--config-file", f"{REPO}/configs/hhcl_synth.yml", "--resume", *tiny_opts(synth_root, str(tmp_path))])
     assert code == 2
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["CLUSTER.EPS", "0.01"], "no clusters found with CLUSTER.EPS=0.01"),
+    (["SOLVER.IMS_PER_BATCH", "400"], "needs P = 100"),
+])
+def test_clustering_failures_name_eps_and_distance_statistics(synth_root, tmp_path, opts, message, capsys):
+    code = main(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *tiny_opts(synth_root, str(tmp_path)), *opts])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "nn_median" in err and "Traceback" not in err

@@ -80,7 +80,12 @@ class ClusteringHook(HookBase):
         eng.memory = build_memory(cfg, features.to(eng.device), labels,
                                   generator=torch.Generator().manual_seed(cfg.SEED + eng.epoch))
         items = [(path, int(label), cam) for (path, _, cam), label in zip(data.train, labels) if label >= 0]
-        sampler = build_train_sampler(cfg, items, seed=cfg.SEED + eng.epoch)
+        try:
+            sampler = build_train_sampler(cfg, items, seed=cfg.SEED + eng.epoch)
+        except ValueError as e:  # e.g. fewer clusters than identities per batch
+            raise ClusteringError(
+                f"epoch {eng.epoch + 1}: {e} (CLUSTER.EPS={cfg.CLUSTER.EPS}, {result.num_clusters} clusters; "
+                f"nearest-neighbour Jaccard distances: {_format_stats(result.distance_stats)})") from None
         eng.train_loader = build_train_loader(cfg, items, data.transform_train, sampler)
         diag = f", pseudo-label NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f} (diagnostic)" if "nmi" in stats else ""
         logger.info("epoch %d: %d clusters, %d outliers (%.1f%%) in %.1fs%s", eng.epoch + 1, stats["clusters"],

@@ -1,0 +1,75 @@
+"""torch.distributed helpers that fall back to single-process no-ops.
+
+Every call works whether or not a process group exists, so the engine and hooks have
+one code path for one process, ``torchrun --nproc_per_node=N`` on GPUs (NCCL) and
+several CPU processes (gloo, used by the tests).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def init_distributed(device_type: str) -> bool:
+    """Join the process group described by torchrun's environment; False when run alone.
+
+    NCCL for CUDA, gloo otherwise; each CUDA process takes the GPU ``LOCAL_RANK``.
+    """
+    if is_distributed():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+    return True
+
+
+def synchronize() -> None:
+    if is_distributed() and get_world_size() > 1:
+        dist.barrier()
+
+
+def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenation in rank order of every rank's ``tensor``; first dimensions may differ."""
+    if get_world_size() == 1:
+        return tensor
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(get_world_size())]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    chunks = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(chunks, padded.contiguous())
+    return torch.cat([c[: int(s.item())] for c, s in zip(chunks, sizes)])
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` of rank ``src`` on every rank (pickled; for small things like pseudo labels)."""
+    if get_world_size() == 1:
+        return obj
+    box: List[Any] = [obj if get_rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
