@@ -84,3 +84,15 @@ def test_sampler_comes_from_the_registry():
                          "DATALOADER.NUM_INSTANCES", "4", "SOLVER.ITERS", "3"])
     sampler = build_train_sampler(cfg, items(), seed=0)
     assert isinstance(sampler, CameraAwarePKSampler) and len(sampler) == 24
+
+
+def test_ranks_split_the_global_batch_without_overlap():
+    data = items(seed=5, num_ids=30)
+    kw = dict(num_instances=4, num_iters=12, seed=3)
+    single = batches(CameraAwarePKSampler(data, batch_size=24, **kw), 24)
+    ranks = [batches(CameraAwarePKSampler(data, batch_size=12, rank=r, world_size=2, **kw), 12) for r in range(2)]
+    for step, whole in enumerate(single):
+        assert ranks[0][step] + ranks[1][step] == whole
+        assert not {data[i][1] for i in ranks[0][step]} & {data[i][1] for i in ranks[1][step]}
+    with pytest.raises(ValueError, match="on each of 2 processes"):
+        CameraAwarePKSampler(items(num_ids=5), batch_size=12, rank=0, world_size=2, **kw)

@@ -89,7 +89,7 @@ def test_resume_without_checkpoint_is_an_error(synth_root, tmp_path):
 
 
 @pytest.mark.parametrize("opts, message", [
-    (["CLUSTER.EPS", "0.01"], "no clusters found with CLUSTER.EPS=0.01"),
+    (["CLUSTER.EPS", "0.01", "CLUSTER.MIN_SAMPLES", "30"], "no clusters found with CLUSTER.EPS=0.01"),
     (["SOLVER.IMS_PER_BATCH", "400"], "needs P = 100"),
 ])
 def test_clustering_failures_name_eps_and_distance_statistics(synth_root, tmp_path, opts, message, capsys):
@@ -97,3 +97,15 @@ def test_clustering_failures_name_eps_and_distance_statistics(synth_root, tmp_pa
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and "nn_median" in err and "Traceback" not in err
+
+
+def test_bf16_autocast_trains_with_float32_memory(synth_root, tmp_path):
+    from hhcl_plugin.tools.train import build_engine, build_parser
+
+    opts = tiny_opts(synth_root, str(tmp_path)) + ["SOLVER.AMP", "bf16", "SOLVER.MAX_EPOCH", "1", "SOLVER.ITERS", "2"]
+    engine = build_engine(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts]))
+    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    engine.run()
+    assert engine.memory.bank.dtype == torch.float32
+    assert torch.isfinite(engine.memory.bank).all()
+    assert any(not torch.equal(v, before[k]) for k, v in engine.model.state_dict().items() if v.is_floating_point())

@@ -100,6 +100,7 @@ def check_cfg(cfg: CfgNode) -> None:
         "MODEL.POOLING": ("avg", "gem", "max"),
         "CLUSTER.JACCARD": ("sparse", "dense"),
         "CLUSTER.KNN_INDEX": ("exact", "ivf"),
+        "SOLVER.AMP": ("off", "fp16", "bf16"),
     }
     for key, allowed in choices.items():
         node = cfg

@@ -47,6 +47,8 @@ _C.MODEL.BACKBONE.LAST_STRIDE = 1
 _C.MODEL.POOLING = "gem"  # avg | gem | max
 _C.MODEL.GEM_P = 3.0
 _C.MODEL.EMBEDDING_DIM = 0  # 0: no projection, the neck works on the backbone width
+_C.MODEL.CHANNELS_LAST = False  # channels_last memory format (GPU only; faster convolutions with AMP)
+_C.MODEL.SYNC_BN = False  # under DDP: batch statistics over the global batch
 
 # ---------------------------------------------------------------------------- clustering
 _C.CLUSTER = CN()
@@ -80,6 +82,9 @@ _C.SOLVER.ITERS = 200
 _C.SOLVER.IMS_PER_BATCH = 256
 _C.SOLVER.CHECKPOINT_PERIOD = 1
 _C.SOLVER.LOG_PERIOD = 20
+# Mixed precision for the network: off | fp16 (with loss scaling) | bf16. The memory banks,
+# their logits and their update always run in float32.
+_C.SOLVER.AMP = "off"
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()

@@ -10,6 +10,7 @@ import numpy as np
 from torch.utils.data import Sampler
 from yacs.config import CfgNode
 
+from ..utils import comm
 from ..utils.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 SAMPLER_REGISTRY = Registry("SAMPLER")
 SAMPLER_REGISTRY.__doc__ = """
 Registered classes are ``torch.utils.data.Sampler`` subclasses constructed as
-``cls(data_source, batch_size=, num_instances=, num_iters=, seed=)``, where ``data_source``
+``cls(data_source, batch_size=, num_instances=, num_iters=, seed=, rank=, world_size=)``, where ``data_source``
 holds ``(img_path, pseudo_label, camid, ...)`` tuples.
 """
 
@@ -48,10 +49,15 @@ class CameraAwarePKSampler(Sampler[int]):
     only then.  Items with a negative label (outliers) are never sampled.
 
     The order is a function of ``(seed, epoch)`` only; :meth:`set_epoch` reshuffles.
+
+    Under DDP (``world_size > 1``) every rank draws the same global batches of
+    ``world_size * P`` distinct identities and yields its own P of them, so ranks never
+    share an identity within a step and the global batch is exactly what one process
+    with ``batch_size * world_size`` would draw.
     """
 
     def __init__(self, data_source: Sequence[Sequence[Any]], batch_size: int, num_instances: int,
-                 num_iters: int, seed: int = 0) -> None:
+                 num_iters: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if num_instances < 1 or batch_size < 1 or num_iters < 1:
             raise ValueError(f"batch_size ({batch_size}), num_instances ({num_instances}) and num_iters "
                              f"({num_iters}) must be positive")
@@ -64,16 +70,21 @@ class CameraAwarePKSampler(Sampler[int]):
         self.num_pids_per_batch = self.batch_size // self.num_instances
         self.seed = int(seed)
         self.epoch = 0
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size} processes")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.num_pids_global = self.num_pids_per_batch * self.world_size
 
         by_pid: Dict[int, Dict[Any, List[int]]] = {}
         for index, item in enumerate(data_source):
             pid, cam = int(item[1]), item[2]
             if pid >= 0:
                 by_pid.setdefault(pid, {}).setdefault(cam, []).append(index)
-        if len(by_pid) < self.num_pids_per_batch:
+        if len(by_pid) < self.num_pids_global:
+            processes = f" on each of {self.world_size} processes" if self.world_size > 1 else ""
             raise ValueError(
-                f"the data has {len(by_pid)} (pseudo) identities, but a batch of {batch_size} images with "
-                f"{num_instances} instances per identity needs P = {self.num_pids_per_batch} distinct identities; "
+                f"the data has {len(by_pid)} (pseudo) identities, but a batch of {batch_size} images{processes} with "
+                f"{num_instances} instances per identity needs P = {self.num_pids_global} distinct identities; "
                 "lower SOLVER.IMS_PER_BATCH or DATALOADER.NUM_INSTANCES, or get more clusters")
         self.pids = np.array(sorted(by_pid), dtype=np.int64)
         self._identities = {pid: _group(by_pid[pid]) for pid in self.pids.tolist()}
@@ -90,12 +101,15 @@ class CameraAwarePKSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
+        mine = range(self.rank * self.num_pids_per_batch, (self.rank + 1) * self.num_pids_per_batch)
         for pids in self._identity_batches(rng):
-            for pid in pids:
-                yield from self._draw_instances(self._identities[pid], rng).tolist()
+            for j, pid in enumerate(pids):
+                chosen = self._draw_instances(self._identities[pid], rng)  # every rank draws: rngs stay in step
+                if j in mine:
+                    yield from chosen.tolist()
 
     def _identity_batches(self, rng: np.random.Generator) -> Iterator[List[int]]:
-        """P distinct identities per batch, taken in order from concatenated random permutations.
+        """``world_size * P`` distinct identities per batch, in order from concatenated random permutations.
 
         Where a batch spans two permutations, an identity already in it is put back at
         the front of the queue for the next batch instead of being used twice.
@@ -104,7 +118,7 @@ class CameraAwarePKSampler(Sampler[int]):
         for _ in range(self.num_iters):
             batch: List[int] = []
             deferred: List[int] = []
-            while len(batch) < self.num_pids_per_batch:
+            while len(batch) < self.num_pids_global:
                 if not queue:
                     queue.extend(rng.permutation(self.pids).tolist())
                 pid = queue.popleft()
@@ -139,10 +153,11 @@ def _group(by_cam: Dict[Any, List[int]]) -> _Identity:
 
 
 def build_train_sampler(cfg: CfgNode, data_source: Sequence[Sequence[Any]], seed: int) -> Sampler:
-    """The ``DATALOADER.SAMPLER`` sampler for this epoch's pseudo-labelled items.
+    """The ``DATALOADER.SAMPLER`` sampler for this epoch's pseudo-labelled items, sharded over the ranks.
 
-    An unknown sampler name raises the registry's ``KeyError``, which lists the valid names.
+    ``SOLVER.IMS_PER_BATCH`` is per process. An unknown sampler name raises the
+    registry's ``KeyError``, which lists the valid names.
     """
     return SAMPLER_REGISTRY.get(cfg.DATALOADER.SAMPLER)(
         data_source, batch_size=cfg.SOLVER.IMS_PER_BATCH, num_instances=cfg.DATALOADER.NUM_INSTANCES,
-        num_iters=cfg.SOLVER.ITERS, seed=seed)
+        num_iters=cfg.SOLVER.ITERS, seed=seed, rank=comm.get_rank(), world_size=comm.get_world_size())

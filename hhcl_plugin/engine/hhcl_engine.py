@@ -16,6 +16,7 @@ from yacs.config import CfgNode
 
 from ..data import UnlabeledData, build_test_loader
 from ..modeling import ReIDModel
+from ..utils import comm
 from ..utils import torchreid_compat as tr
 from ..utils.errors import TrainingError
 from .build import ENGINE_REGISTRY
@@ -43,14 +44,22 @@ class HHCLEngine(tr.Engine):
         view = SimpleNamespace(train_loader=None, sources=data.sources, targets=data.targets,
                                test_loader={data.name: {"query": query_loader, "gallery": gallery_loader}})
         super().__init__(view, use_gpu=device.type == "cuda")
-        self.model = model.to(device)
+        self.model = model.to(device)  # the plain module: evaluation, features, checkpoints
+        self.channels_last = bool(cfg.MODEL.CHANNELS_LAST) and device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model = self._wrap_distributed(self.model)  # what the training step calls
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.SOLVER.AMP)
+        # fp16 needs loss scaling; bf16 has float32's range and does not
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
         self.optimizer = tr.build_optimizer(model, optim=cfg.SOLVER.OPTIMIZER, lr=cfg.SOLVER.BASE_LR,
                                             weight_decay=cfg.SOLVER.WEIGHT_DECAY, adam_beta2=0.999)
         self.scheduler = tr.build_lr_scheduler(self.optimizer, lr_scheduler=cfg.SOLVER.LR_SCHEDULER,
                                                stepsize=cfg.SOLVER.STEP_SIZE, gamma=cfg.SOLVER.GAMMA,
                                                max_epoch=cfg.SOLVER.MAX_EPOCH)
         self.register_model("model", self.model, self.optimizer, self.scheduler)
-        self.writer = SummaryWriter(log_dir=os.path.join(cfg.OUTPUT_DIR, "tensorboard"))
+        self.writer = (SummaryWriter(log_dir=os.path.join(cfg.OUTPUT_DIR, "tensorboard")) if comm.is_main_process()
+                       else _NoWriter())
         self.start_epoch, self.max_epoch = 0, cfg.SOLVER.MAX_EPOCH
         self.best_mAP, self.is_best = -1.0, False
         self.metrics: Dict = {"evaluations": []}
@@ -59,6 +68,14 @@ class HHCLEngine(tr.Engine):
         self.pseudo_labels: Optional[np.ndarray] = None
         self.hooks: List[HookBase] = []
         self.register_hooks([ClusteringHook(), EvalHook(), CheckpointHook()])
+
+    def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
+        if comm.get_world_size() == 1:
+            return model
+        if self.cfg.MODEL.SYNC_BN:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def register_hooks(self, hooks: List[HookBase]) -> None:
         for hook in hooks:
@@ -77,6 +94,7 @@ class HHCLEngine(tr.Engine):
         for self.epoch in range(self.start_epoch, self.max_epoch):
             self._call("before_epoch")
             self.train_one_epoch()
+            comm.broadcast_buffers(self.model)
             self.update_lr()
             self._call("after_epoch")
         self._call("after_train")
@@ -107,17 +125,23 @@ class HHCLEngine(tr.Engine):
     def forward_backward(self, data: Dict) -> Dict[str, float]:
         images, targets = self.parse_data_for_train(data)
         images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
-        features = self.model(images)
-        terms = self.memory(features, targets)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            features = self.train_model(images)
+        terms = self.memory(features.float(), targets)  # banks and their update stay float32
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        if not self.memory.update_in_backward:  # DDP: every rank updates with the global batch
+            self.memory.update(comm.all_gather_tensor(features.detach().float()), comm.all_gather_tensor(targets))
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
                 f"loss became {value} at epoch {self.epoch + 1}; training stopped and the last good checkpoint "
                 f"in {self.cfg.OUTPUT_DIR} is untouched. Lower SOLVER.BASE_LR or raise MEMORY.TEMP")
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["loss"] = value
         return out
@@ -161,3 +185,10 @@ class HHCLEngine(tr.Engine):
         self.start_epoch, self.best_mAP, self.metrics = ckpt["epoch"], ckpt["best_mAP"], ckpt["metrics"]
         set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
+
+
+class _NoWriter:
+    """Stands in for the TensorBoard writer on ranks other than 0."""
+
+    def add_scalar(self, *args, **kwargs) -> None: ...
+    def close(self) -> None: ...

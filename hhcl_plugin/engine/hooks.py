@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Dict
+from typing import TYPE_CHECKING, Dict, Tuple
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from ..clustering import build_clusterer
 from ..data import build_test_loader, build_train_loader, build_train_sampler
 from ..memory import build_memory
+from ..utils import comm
 from ..utils.errors import ClusteringError
 from .evaluation import extract_features
 
@@ -59,39 +60,63 @@ class ClusteringHook(HookBase):
         eng, cfg = self.engine, self.engine.cfg
         data = eng.data
         start = time.perf_counter()
-        loader = build_test_loader(cfg, data.train, data.transform_test)
-        features = extract_features(eng.model, loader, eng.device, desc=f"epoch {eng.epoch + 1}: train features")
-        result = self.clusterer(features)
-        labels = np.asarray(result.labels, dtype=np.int64)
-        if result.num_clusters == 0:
-            raise ClusteringError(
-                f"no clusters found with CLUSTER.EPS={cfg.CLUSTER.EPS} and CLUSTER.MIN_SAMPLES={cfg.CLUSTER.MIN_SAMPLES} "
-                f"(nearest-neighbour Jaccard distances: {_format_stats(result.distance_stats)}); raise CLUSTER.EPS"
-            )
-        stats = {"clusters": result.num_clusters, "outliers": result.num_outliers,
-                 "outlier_ratio": result.num_outliers / len(labels)}
-        gt = data.train_ground_truth
-        if len(np.unique(gt)) > 1:  # identity labels exist (never used for training)
-            dense = singletons_for_outliers(labels)
-            stats["nmi"] = float(normalized_mutual_info_score(gt, dense))
-            stats["ari"] = float(adjusted_rand_score(gt, dense))
+        features = self._extract_all(eng)
+        labels, stats = self._cluster_on_main(features)
         eng.epoch_stats = stats
         eng.pseudo_labels = labels
         eng.memory = build_memory(cfg, features.to(eng.device), labels,
                                   generator=torch.Generator().manual_seed(cfg.SEED + eng.epoch))
+        # under DDP the memory is updated with the batches of all ranks, after backward
+        eng.memory.update_in_backward = comm.get_world_size() == 1
         items = [(path, int(label), cam) for (path, _, cam), label in zip(data.train, labels) if label >= 0]
         try:
             sampler = build_train_sampler(cfg, items, seed=cfg.SEED + eng.epoch)
         except ValueError as e:  # e.g. fewer clusters than identities per batch
             raise ClusteringError(
-                f"epoch {eng.epoch + 1}: {e} (CLUSTER.EPS={cfg.CLUSTER.EPS}, {result.num_clusters} clusters; "
-                f"nearest-neighbour Jaccard distances: {_format_stats(result.distance_stats)})") from None
+                f"epoch {eng.epoch + 1}: {e} (CLUSTER.EPS={cfg.CLUSTER.EPS}, {stats['clusters']} clusters; "
+                f"nearest-neighbour Jaccard distances: {_format_stats(stats['distances'])})") from None
         eng.train_loader = build_train_loader(cfg, items, data.transform_train, sampler)
         diag = f", pseudo-label NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f} (diagnostic)" if "nmi" in stats else ""
         logger.info("epoch %d: %d clusters, %d outliers (%.1f%%) in %.1fs%s", eng.epoch + 1, stats["clusters"],
                     stats["outliers"], 100 * stats["outlier_ratio"], time.perf_counter() - start, diag)
         for key, value in stats.items():
-            eng.writer.add_scalar(f"cluster/{key}", value, eng.epoch)
+            if key != "distances":
+                eng.writer.add_scalar(f"cluster/{key}", value, eng.epoch)
+
+    @staticmethod
+    def _extract_all(eng: "HHCLEngine") -> torch.Tensor:
+        """Features of every training image, in dataset order, on every rank (each rank extracts a slice)."""
+        cfg, train = eng.cfg, eng.data.train
+        bounds = np.linspace(0, len(train), comm.get_world_size() + 1).astype(int)
+        mine = train[bounds[comm.get_rank()]:bounds[comm.get_rank() + 1]]
+        loader = build_test_loader(cfg, mine, eng.data.transform_test)
+        features = extract_features(eng.model, loader, eng.device, desc=f"epoch {eng.epoch + 1}: train features")
+        return comm.all_gather_tensor(features.to(eng.device)).cpu()
+
+    def _cluster_on_main(self, features: torch.Tensor) -> Tuple[np.ndarray, Dict]:
+        """Cluster once, on rank 0, and hand every rank the same labels (or the same error)."""
+        eng, cfg = self.engine, self.engine.cfg
+        outcome: Dict = {}
+        if comm.is_main_process():
+            result = self.clusterer(features)
+            outcome = {"labels": np.asarray(result.labels, dtype=np.int64), "error": None}
+            if result.num_clusters == 0:
+                outcome["error"] = (
+                    f"no clusters found with CLUSTER.EPS={cfg.CLUSTER.EPS} and CLUSTER.MIN_SAMPLES="
+                    f"{cfg.CLUSTER.MIN_SAMPLES} (nearest-neighbour Jaccard distances: "
+                    f"{_format_stats(result.distance_stats)}); raise CLUSTER.EPS")
+            outcome["stats"] = {"clusters": result.num_clusters, "outliers": result.num_outliers,
+                                "outlier_ratio": result.num_outliers / len(result.labels),
+                                "distances": result.distance_stats}
+            gt = eng.data.train_ground_truth
+            if len(np.unique(gt)) > 1:  # identity labels exist (never used for training)
+                dense = singletons_for_outliers(outcome["labels"])
+                outcome["stats"]["nmi"] = float(normalized_mutual_info_score(gt, dense))
+                outcome["stats"]["ari"] = float(adjusted_rand_score(gt, dense))
+        outcome = comm.broadcast_object(outcome)
+        if outcome["error"]:
+            raise ClusteringError(outcome["error"])
+        return outcome["labels"], outcome["stats"]
 
 
 def _format_stats(stats: Dict[str, float]) -> str:
@@ -99,18 +124,19 @@ def _format_stats(stats: Dict[str, float]) -> str:
 
 
 class EvalHook(HookBase):
-    """Evaluate every ``TEST.EVAL_PERIOD`` epochs and after the last one; keep ``metrics.json``."""
+    """Evaluate every ``TEST.EVAL_PERIOD`` epochs and after the last one; keep ``metrics.json`` (rank 0)."""
 
     def before_train(self) -> None:
         eng = self.engine
-        if "initial" not in eng.metrics:
+        if "initial" not in eng.metrics and comm.is_main_process():
             eng.metrics["initial"] = eng.evaluate("before training")
             self._write()
+        comm.synchronize()
 
     def after_epoch(self) -> None:
         eng, period = self.engine, self.engine.cfg.TEST.EVAL_PERIOD
         last = eng.epoch + 1 == eng.max_epoch
-        if last or (period > 0 and (eng.epoch + 1) % period == 0):
+        if (last or (period > 0 and (eng.epoch + 1) % period == 0)) and comm.is_main_process():
             result = eng.evaluate(f"epoch {eng.epoch + 1}")
             eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **result, **eng.epoch_stats})
             eng.is_best = result["mAP"] > eng.best_mAP
@@ -128,11 +154,13 @@ class EvalHook(HookBase):
 
 
 class CheckpointHook(HookBase):
-    """``last.pth`` after every epoch, ``best.pth`` when the evaluated mAP improves."""
+    """``last.pth`` after every epoch, ``best.pth`` when the evaluated mAP improves (rank 0)."""
 
     def after_epoch(self) -> None:
         eng = self.engine
-        eng.save("last.pth")
-        if eng.is_best:
-            eng.save("best.pth")
-            eng.is_best = False
+        if comm.is_main_process():
+            eng.save("last.pth")
+            if eng.is_best:
+                eng.save("best.pth")
+                eng.is_best = False
+        comm.synchronize()

@@ -1,4 +1,8 @@
-"""Launcher: ``hhcl-train --config-file F [--resume] [--eval-only] KEY VALUE ...``."""
+"""Launcher: ``hhcl-train --config-file F [--resume] [--eval-only] KEY VALUE ...``.
+
+Multi-process: ``torchrun --nproc_per_node=N -m hhcl_plugin.tools.train --config-file F ...``
+(or ``torchrun --nproc_per_node=N $(which hhcl-train) ...``) runs DistributedDataParallel.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +11,14 @@ import os
 import sys
 from typing import List, Optional
 
+import torch
+
 from .. import engine as _engine  # noqa: F401  (registers the engines)
 from ..config import setup_cfg
 from ..data import build_data
 from ..engine import ENGINE_REGISTRY, load_model_weights
 from ..modeling import build_model, resolve_device
+from ..utils import comm
 from ..utils.env import seed_all
 from ..utils.errors import UserError
 from ..utils.logger import setup_logger
@@ -30,20 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def build_engine(args: argparse.Namespace):
+    """Config, process group, logging, data, model and engine, ready to run."""
     cfg = setup_cfg(args.config_file, args.opts)
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    setup_logger(cfg.OUTPUT_DIR)
-    with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-        f.write(cfg.dump())
-    logger.info("config %s, output in %s", args.config_file or "(defaults)", cfg.OUTPUT_DIR)
-    seed_all(cfg.SEED, cfg.DETERMINISTIC)
-    data = build_data(cfg)
     device = resolve_device(cfg)
+    if comm.init_distributed(device.type) and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    if comm.is_main_process():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        setup_logger(cfg.OUTPUT_DIR)
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+    else:  # other ranks only report problems
+        setup_logger(level=logging.WARNING)
+    logger.info("config %s, output in %s, %d process(es)", args.config_file or "(defaults)", cfg.OUTPUT_DIR,
+                comm.get_world_size())
+    # the same model initialisation everywhere (DDP also broadcasts it); per-rank augmentation
+    seed_all(cfg.SEED + comm.get_rank(), cfg.DETERMINISTIC)
+    data = build_data(cfg)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         load_model_weights(model, cfg.MODEL.WEIGHTS)
-    engine = ENGINE_REGISTRY.get(cfg.ENGINE)(cfg, data, model, device)
+    return ENGINE_REGISTRY.get(cfg.ENGINE)(cfg, data, model, device)
+
+
+def run(args: argparse.Namespace) -> int:
+    engine = build_engine(args)
+    cfg = engine.cfg
     if args.eval_only:
         engine.evaluate("evaluation")
         return 0

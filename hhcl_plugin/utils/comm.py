@@ -73,3 +73,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box: List[Any] = [obj if get_rank() == src else None]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Make every rank's buffers (BatchNorm running statistics) equal to those of rank ``src``.
+
+    DDP broadcasts buffers before each forward, but the last forward of an epoch leaves
+    each rank with statistics of its own batch; features for clustering, evaluation and
+    checkpoints must not depend on which rank computed them.
+    """
+    if get_world_size() == 1:
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src=src)
