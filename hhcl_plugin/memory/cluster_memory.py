@@ -34,39 +34,51 @@ LabelsLike = Union[np.ndarray, torch.Tensor]
 
 # ---------------------------------------------------------------------------- vectorised pieces
 # Public so that other update schemes (e.g. with all-gathered features under DDP) reuse them.
+# They work on one row per *sample* (B rows) rather than one per cluster (C rows): a batch
+# touches at most B clusters, so the cost is O(B * D + B^2) whatever C is, and the shapes
+# never depend on the data (no host sync, no boolean indexing).  Samples of the same
+# cluster compute their row from the cluster's *first* sample in the batch, so duplicate
+# writes carry identical values and the scatter does not depend on write order.
 
-def momentum_update_(rows: torch.Tensor, new: torch.Tensor, present: torch.Tensor, momentum: float) -> None:
-    """``rows[c] <- normalize(m * rows[c] + (1 - m) * new[c])`` for every ``c`` with ``present[c]``.
+def first_of_cluster(targets: torch.Tensor) -> torch.Tensor:
+    """For each sample, the index of the first sample of the batch with the same target ``(B,)``."""
+    same = targets.unsqueeze(0) == targets.unsqueeze(1)
+    return same.to(torch.uint8).argmax(1)  # argmax returns the first maximum
 
-    All C rows are computed and ``torch.where`` keeps the absent ones, which costs C x D
-    work but keeps shapes independent of the data (no sync, no boolean indexing).
-    Absent rows are kept bit-for-bit.
+
+def momentum_update_(bank: torch.Tensor, targets: torch.Tensor, new: torch.Tensor, momentum: float) -> None:
+    """``bank[c] <- normalize(m * bank[c] + (1 - m) * new[i])`` for each sample i of cluster c.
+
+    ``new`` is ``(B, D)``, one row per sample; rows of the same cluster must be equal
+    (see :func:`batch_cluster_means`, :func:`batch_hardest_features`).  Rows of clusters
+    absent from the batch are not touched.
     """
-    updated = F.normalize(momentum * rows + (1.0 - momentum) * new, dim=1)
-    rows.copy_(torch.where(present.unsqueeze(1), updated, rows))
+    updated = F.normalize(momentum * bank.index_select(0, targets) + (1.0 - momentum) * new, dim=1)
+    bank.index_copy_(0, targets, updated)
 
 
-def batch_cluster_means(features: torch.Tensor, targets: torch.Tensor,
-                        num_clusters: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-cluster mean of the batch features ``(C, D)`` (zero where absent) and presence ``(C,)``."""
-    sums = features.new_zeros(num_clusters, features.shape[1]).index_add_(0, targets, features)
-    counts = features.new_zeros(num_clusters).index_add_(0, targets, features.new_ones(targets.shape[0]))
-    return sums / counts.clamp(min=1).unsqueeze(1), counts > 0
+def batch_cluster_means(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each sample's cluster mean over the batch ``(B, D)``, identical for samples of one cluster.
 
-
-def batch_hardest_features(features: torch.Tensor, targets: torch.Tensor,
-                           rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """For each cluster, its batch feature least similar to its bank row ``(C, D)``, and presence ``(C,)``.
-
-    The argmin runs over a C x B matrix holding each sample's similarity in its own
-    cluster's row and +inf elsewhere; ``argmin`` returns the first minimum, so ties go
-    to the earliest sample, as ``np.argmin`` does in the official loop.
+    Sums are accumulated on the slots of each cluster's first sample (a B x D buffer,
+    whatever the number of clusters).
     """
-    num_clusters = rows.shape[0]
-    sims = (features * rows.index_select(0, targets)).sum(1)
-    member = targets.unsqueeze(0) == torch.arange(num_clusters, device=targets.device).unsqueeze(1)
-    masked = torch.where(member, sims.unsqueeze(0), torch.full_like(sims, float("inf")).unsqueeze(0))
-    return features.index_select(0, masked.argmin(1)), member.any(1)
+    first = first_of_cluster(targets)
+    sums = torch.zeros_like(features).index_add_(0, first, features)
+    counts = torch.zeros_like(features[:, 0]).index_add_(0, first, torch.ones_like(features[:, 0]))
+    return (sums / counts.clamp(min=1).unsqueeze(1)).index_select(0, first)
+
+
+def batch_hardest_features(features: torch.Tensor, targets: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Each sample's cluster's least similar batch feature to its bank row ``(B, D)``.
+
+    Similarities are taken against the bank before the update; ties go to the earliest
+    sample, as ``np.argmin`` does in the official loop.
+    """
+    sims = (features * bank.index_select(0, targets)).sum(1)
+    same = targets.unsqueeze(0) == targets.unsqueeze(1)
+    masked = torch.where(same, sims.unsqueeze(0), torch.full_like(sims, float("inf")).unsqueeze(0))
+    return features.index_select(0, masked.argmin(1))
 
 
 def batch_instance_slots(targets: torch.Tensor, num_instances: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -262,8 +274,7 @@ class CM(ClusterMemory):
         return {"loss_centroid": self.cross_entropy(logits, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        means, present = batch_cluster_means(features, targets, self.num_clusters)
-        momentum_update_(self.bank, means, present, self.momentum)
+        momentum_update_(self.bank, targets, batch_cluster_means(features, targets), self.momentum)
 
 
 @MEMORY_REGISTRY.register()
@@ -282,8 +293,7 @@ class CMhard(ClusterMemory):
         return {"loss_hard": self.cross_entropy(logits, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        hardest, present = batch_hardest_features(features, targets, self.bank)
-        momentum_update_(self.bank, hardest, present, self.momentum)
+        momentum_update_(self.bank, targets, batch_hardest_features(features, targets, self.bank), self.momentum)
 
 
 class _Hybrid(ClusterMemory):
@@ -335,10 +345,9 @@ class CMhybrid(_Hybrid):
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
         hard_bank, centroid_bank = self.hard_bank, self.centroid_bank
-        hardest, present = batch_hardest_features(features, targets, hard_bank)
-        means, _ = batch_cluster_means(features, targets, self.num_clusters)
-        momentum_update_(hard_bank, hardest, present, self.momentum)
-        momentum_update_(centroid_bank, means, present, self.momentum)
+        hardest = batch_hardest_features(features, targets, hard_bank)
+        momentum_update_(hard_bank, targets, hardest, self.momentum)
+        momentum_update_(centroid_bank, targets, batch_cluster_means(features, targets), self.momentum)
 
 
 @MEMORY_REGISTRY.register()
@@ -404,8 +413,7 @@ class CMhybrid_v2(_Hybrid):  # noqa: N801  (the name is the MEMORY.MODE value)
                 "loss_instance": (1.0 - hw) * self.cross_entropy(instance, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        means, present = batch_cluster_means(features, targets, self.num_clusters)
-        momentum_update_(self.centroid_bank, means, present, self.momentum)
+        momentum_update_(self.centroid_bank, targets, batch_cluster_means(features, targets), self.momentum)
         slot, source = batch_instance_slots(targets, self.num_instances)
         rows = (1 + slot) * self.num_clusters + targets
         self.bank.index_copy_(0, rows, features.index_select(0, source))
