@@ -86,6 +86,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("hhcl-train: interrupted; resume with --resume", file=sys.stderr)
         return 130
+    finally:
+        comm.shutdown()
 
 
 if __name__ == "__main__":

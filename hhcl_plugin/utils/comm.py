@@ -46,6 +46,12 @@ def init_distributed(device_type: str) -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group (at the end of a run)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
 def synchronize() -> None:
     if is_distributed() and get_world_size() > 1:
         dist.barrier()
