@@ -20,8 +20,17 @@ from ..utils.errors import WeightsError
 logger = logging.getLogger(__name__)
 
 
-def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
-    """Write to a temporary file in the same folder, then atomically rename over ``path``."""
+def previous_path(path: str) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}.prev{ext}"
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str, keep_previous: bool = False) -> None:
+    """Write to a temporary file in the same folder, then atomically rename over ``path``.
+
+    With ``keep_previous`` the checkpoint being replaced is kept as ``<name>.prev.pth``, so
+    a file damaged later (a full disk, a bad copy) still leaves one good checkpoint.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
@@ -30,6 +39,8 @@ def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
             torch.save(dict(state), f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and os.path.exists(path):
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -47,6 +58,18 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
             f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); "
             f"it may be truncated or not a PyTorch file"
         ) from None
+
+
+def load_checkpoint_or_previous(path: str) -> Dict[str, Any]:
+    """``path``, or its kept predecessor when ``path`` is missing or damaged (with a warning)."""
+    try:
+        return load_checkpoint(path)
+    except WeightsError as e:
+        prev = previous_path(path)
+        if not os.path.isfile(prev):
+            raise
+        logger.warning("%s; using the previous checkpoint %s instead", e, prev)
+        return load_checkpoint(prev)
 
 
 def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from ..utils import comm
 from ..utils import torchreid_compat as tr
 from ..utils.errors import TrainingError
 from .build import ENGINE_REGISTRY
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint_or_previous, rng_state, save_checkpoint, set_rng_state
 from .evaluation import evaluate_retrieval, extract_features, progress
 from .hooks import CheckpointHook, ClusteringHook, EvalHook, HookBase
 
@@ -170,19 +170,27 @@ class HHCLEngine(tr.Engine):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch + 1, "best_mAP": self.best_mAP,
-                "metrics": self.metrics, "rng": rng_state(), "config": self.cfg.dump()}
+        """Everything an exact resume needs; all tensors, numbers, strings (``weights_only`` loads it)."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch + 1, "best_mAP": self.best_mAP,
+                 "metrics": self.metrics, "rng": rng_state(), "config": self.cfg.dump()}
+        if self.memory is not None:  # the epoch's memory and labels, for inspection and tools
+            state["memory"] = {"mode": type(self.memory).__name__, "bank": self.memory.bank.detach().cpu()}
+            state["pseudo_labels"] = torch.as_tensor(self.pseudo_labels)
+        return state
 
     def save(self, name: str) -> None:
-        save_checkpoint(self.state_dict(), os.path.join(self.cfg.OUTPUT_DIR, name))
+        save_checkpoint(self.state_dict(), os.path.join(self.cfg.OUTPUT_DIR, name), keep_previous=name == "last.pth")
 
     def resume(self, path: str) -> None:
-        ckpt = load_checkpoint(path)
+        """Continue after the epoch ``path`` ends; the next epoch re-clusters, as an uninterrupted run does."""
+        ckpt = load_checkpoint_or_previous(path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch, self.best_mAP, self.metrics = ckpt["epoch"], ckpt["best_mAP"], ckpt["metrics"]
+        if "pseudo_labels" in ckpt:
+            self.pseudo_labels = ckpt["pseudo_labels"].numpy()
         set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
 

@@ -17,6 +17,7 @@ from .. import engine as _engine  # noqa: F401  (registers the engines)
 from ..config import setup_cfg
 from ..data import build_data
 from ..engine import ENGINE_REGISTRY, load_model_weights
+from ..engine.checkpoint import previous_path
 from ..modeling import build_model, resolve_device
 from ..utils import comm
 from ..utils.env import seed_all
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     last = os.path.join(cfg.OUTPUT_DIR, "last.pth")
     if args.resume:
-        if not os.path.isfile(last):
+        if not os.path.isfile(last) and not os.path.isfile(previous_path(last)):
             raise UserError(f"--resume given but {last} does not exist; drop --resume to start a new run")
         engine.resume(last)
     engine.run()

@@ -1,0 +1,75 @@
+"""An interrupted run resumes exactly; damaged checkpoints fall back to the previous good one."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import tiny_opts
+from hhcl_plugin.engine.checkpoint import load_checkpoint, load_checkpoint_or_previous, save_checkpoint
+from hhcl_plugin.tools.train import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = f"{REPO}/configs/hhcl_synth.yml"
+
+
+def opts(root, out):
+    return tiny_opts(root, out) + ["SOLVER.MAX_EPOCH", "3", "SOLVER.ITERS", "6", "DETERMINISTIC", "True"]
+
+
+def wait_for_epoch(path, epoch, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.isfile(path) and load_checkpoint(path)["epoch"] >= epoch:
+            return
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint of epoch {epoch} after {timeout}s")
+
+
+def test_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(synth_root, tmp_path):
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    assert main(["--config-file", CONFIG, *opts(synth_root, ref)]) == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "hhcl_plugin.tools.train", "--config-file", CONFIG,
+                             *opts(synth_root, killed)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for_epoch(os.path.join(killed, "last.pth"), 1, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    interrupted_at = load_checkpoint(os.path.join(killed, "last.pth"))["epoch"]
+    assert interrupted_at < 3
+
+    assert main(["--config-file", CONFIG, "--resume", *opts(synth_root, killed)]) == 0
+    a, b = (load_checkpoint(os.path.join(d, "last.pth")) for d in (ref, killed))
+    assert a["epoch"] == b["epoch"] == 3
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert torch.equal(a["memory"]["bank"], b["memory"]["bank"])
+    assert torch.equal(a["pseudo_labels"], b["pseudo_labels"])
+    metrics = [json.load(open(os.path.join(d, "metrics.json"))) for d in (ref, killed)]
+    assert metrics[0] == metrics[1]
+
+
+def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    path = str(tmp_path / "last.pth")
+    save_checkpoint({"epoch": 1}, path, keep_previous=True)
+    save_checkpoint({"epoch": 2}, path, keep_previous=True)
+    assert load_checkpoint(path)["epoch"] == 2
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])  # truncated on disk after the fact
+    assert load_checkpoint_or_previous(path)["epoch"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["last.prev.pth", "last.pth"]
+
+
+def test_checkpoints_load_with_weights_only(synth_root, tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["--config-file", CONFIG, *tiny_opts(synth_root, out), "SOLVER.MAX_EPOCH", "1"]) == 0
+    ckpt = torch.load(os.path.join(out, "last.pth"), weights_only=True)
+    assert {"model", "optimizer", "scheduler", "memory", "pseudo_labels", "rng", "epoch", "metrics"} <= set(ckpt)
+    assert ckpt["memory"]["mode"] == "CMhybrid" and ckpt["memory"]["bank"].dtype == torch.float32
