@@ -101,6 +101,7 @@ def check_cfg(cfg: CfgNode) -> None:
         "CLUSTER.JACCARD": ("sparse", "dense"),
         "CLUSTER.KNN_INDEX": ("exact", "ivf"),
         "SOLVER.AMP": ("off", "fp16", "bf16"),
+        "DATALOADER.ON_BAD_IMAGE": ("error", "skip"),
     }
     for key, allowed in choices.items():
         node = cfg

@@ -32,6 +32,9 @@ _C.DATALOADER = CN()
 _C.DATALOADER.SAMPLER = "CameraAwarePKSampler"
 _C.DATALOADER.NUM_INSTANCES = 16  # K of the P x K batches
 _C.DATALOADER.NUM_WORKERS = 4
+# Unreadable image files (corrupt, truncated, not images): "error" stops with the file's
+# name when it is first read; "skip" checks every image once at start-up, logs and drops them.
+_C.DATALOADER.ON_BAD_IMAGE = "error"
 
 # ---------------------------------------------------------------------------- model
 _C.MODEL = CN()

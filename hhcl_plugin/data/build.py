@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 from yacs.config import CfgNode
 
 from ..utils import torchreid_compat as tr
@@ -32,7 +34,8 @@ def read_image(path: str) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")
     except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read image {path}: {e}; remove or replace the file") from None
+        raise DatasetError(f"cannot read image {path} ({e}); remove or replace the file, "
+                           f"or set DATALOADER.ON_BAD_IMAGE skip") from None
 
 
 class ImageListDataset(Dataset):
@@ -77,6 +80,23 @@ class UnlabeledData:
         return [self.name]
 
 
+def drop_unreadable(items: List[Item], split: str) -> List[Item]:
+    """``items`` without the images that cannot be decoded, each one logged."""
+    kept = []
+    for item in tqdm(items, desc=f"checking {split} images", disable=not sys.stderr.isatty(), leave=False):
+        try:
+            read_image(item[0])
+            kept.append(item)
+        except DatasetError as e:
+            logger.warning("skipping %s", e)
+    if len(kept) < len(items):
+        logger.warning("%s: skipped %d unreadable image(s) of %d (DATALOADER.ON_BAD_IMAGE skip)",
+                       split, len(items) - len(kept), len(items))
+    if not kept:
+        raise DatasetError(f"every image of the {split} split is unreadable")
+    return kept
+
+
 def build_transforms(cfg: CfgNode) -> Tuple[Callable, Callable]:
     """torchreid's train and test transforms; its listing of them goes to the debug log, not stdout."""
     norm = dict(norm_mean=list(cfg.INPUT.PIXEL_MEAN), norm_std=list(cfg.INPUT.PIXEL_STD))
@@ -95,8 +115,10 @@ def build_data(cfg: CfgNode) -> UnlabeledData:
     dataset = build_dataset(cfg, name)
     transform_train, transform_test = build_transforms(cfg)
     strip = lambda split: sorted((p, pid, cam) for p, pid, cam, *_ in split)  # noqa: E731
-    data = UnlabeledData(name, strip(dataset.train), strip(dataset.query), strip(dataset.gallery),
-                         transform_train, transform_test)
+    splits = [strip(dataset.train), strip(dataset.query), strip(dataset.gallery)]
+    if cfg.DATALOADER.ON_BAD_IMAGE == "skip":
+        splits = [drop_unreadable(items, split) for items, split in zip(splits, ("train", "query", "gallery"))]
+    data = UnlabeledData(name, *splits, transform_train, transform_test)
     logger.info("dataset %s: %d train images (labels unused), %d query, %d gallery",
                 name, len(data.train), len(data.query), len(data.gallery))
     return data

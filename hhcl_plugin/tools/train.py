@@ -77,12 +77,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(error: Exception) -> str:
+    """The message of a user error, also when a DataLoader worker wrapped it in its traceback."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[-1].split(f"{type(error).__name__}: ", 1)[-1]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
     except UserError as e:
-        print(f"hhcl-train: error: {e}", file=sys.stderr)
+        print(f"hhcl-train: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hhcl-train: interrupted; resume with --resume", file=sys.stderr)

@@ -27,3 +27,10 @@ class ClusteringError(UserError):
 
 class TrainingError(UserError):
     """Training cannot go on (e.g. a non-finite loss); checkpoints already written stay valid."""
+
+
+class RegistryError(UserError, KeyError):
+    """An unknown name in a registry (a KeyError too, for code that expects one)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

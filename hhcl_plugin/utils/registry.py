@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from .errors import RegistryError
+
 
 class Registry:
     """Maps names to classes or factory functions.
@@ -49,7 +51,7 @@ class Registry:
         try:
             return self._obj_map[name]
         except KeyError:
-            raise KeyError(
+            raise RegistryError(
                 f"No object named '{name}' in the {self._name} registry. "
                 f"Registered names: {', '.join(sorted(self._obj_map)) or '(none)'}"
             ) from None

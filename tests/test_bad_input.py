@@ -1,0 +1,102 @@
+"""Bad input from the command line: one clear line, exit code 2, nothing lost."""
+import glob
+import os
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_opts
+from hhcl_plugin.engine.checkpoint import load_checkpoint
+from hhcl_plugin.memory import ClusterMemory
+from hhcl_plugin.tools.train import main, one_line
+from hhcl_plugin.utils.errors import DatasetError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = f"{REPO}/configs/hhcl_synth.yml"
+
+
+def run(capsys, *args):
+    code = main(["--config-file", CONFIG, *args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.fixture
+def damaged_root(synth_root, tmp_path):
+    """A copy of the tiny set with one garbage file and one truncated JPEG among the train images."""
+    root = str(tmp_path / "datasets")
+    shutil.copytree(synth_root, root)
+    train = sorted(glob.glob(os.path.join(root, "*", "bounding_box_train", "*.jpg")))
+    with open(train[3], "wb") as f:
+        f.write(b"not an image at all")
+    data = open(train[7], "rb").read()
+    with open(train[7], "wb") as f:
+        f.write(data[: len(data) // 3])
+    return root, [train[3], train[7]]
+
+
+def test_bad_image_error_policy_names_the_file(damaged_root, tmp_path, capsys):
+    root, bad = damaged_root
+    code, err = run(capsys, *tiny_opts(root, str(tmp_path / "out")))
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "cannot read image" in err and any(os.path.basename(b) in err for b in bad)
+    assert "DATALOADER.ON_BAD_IMAGE skip" in err
+
+
+def test_bad_image_skip_policy_drops_and_counts_them(damaged_root, tmp_path, capsys):
+    root, _ = damaged_root
+    out = str(tmp_path / "out")
+    code, _ = run(capsys, *tiny_opts(root, out), "DATALOADER.ON_BAD_IMAGE", "skip", "SOLVER.MAX_EPOCH", "1")
+    assert code == 0
+    assert "train: skipped 2 unreadable image(s)" in open(os.path.join(out, "log.txt")).read()
+
+
+def test_worker_wrapped_error_is_reduced_to_its_message():
+    wrapped = DatasetError("Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                           "call last):\n  File \"x.py\", line 1\nhhcl_plugin.utils.errors.DatasetError: cannot read "
+                           "image a.jpg (broken)")
+    assert one_line(wrapped) == "cannot read image a.jpg (broken)"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("MEMORY.MODE", "CMfancy", "No object named 'CMfancy' in the MEMORY registry. Registered names: CM, CMhard"),
+    ("DATALOADER.SAMPLER", "Random", "No object named 'Random' in the SAMPLER registry"),
+    ("SOLVER.MAX_EPOCH", "many", "wrong value type"),
+    ("DATALOADER.ON_BAD_IMAGE", "ignore", "DATALOADER.ON_BAD_IMAGE is 'ignore', expected one of error, skip"),
+])
+def test_bad_config_values_are_one_line(synth_root, tmp_path, capsys, key, value, expected):
+    code, err = run(capsys, *tiny_opts(synth_root, str(tmp_path)), key, value)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert expected in err
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_root, tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "out")
+    forward = ClusterMemory.forward
+    calls = {"n": 0}
+
+    def poisoned(self, features, targets):
+        calls["n"] += 1
+        terms = forward(self, features, targets)
+        if calls["n"] > 2:  # epoch 1 (2 iterations) is fine, epoch 2 diverges
+            terms = {k: v * float("nan") for k, v in terms.items()}
+        return terms
+
+    monkeypatch.setattr(ClusterMemory, "forward", poisoned)
+    code, err = run(capsys, *tiny_opts(synth_root, out), "SOLVER.MAX_EPOCH", "3")
+    assert code == 2 and "loss became nan at epoch 2" in err
+    last = load_checkpoint(os.path.join(out, "last.pth"))
+    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values()
+                                      if v.is_floating_point())
+
+
+def test_empty_split_of_a_real_dataset_layout_is_named(synth_root, tmp_path, capsys):
+    src = glob.glob(os.path.join(synth_root, "*"))[0]
+    market = tmp_path / "market1501" / "Market-1501-v15.09.15"
+    shutil.copytree(os.path.join(src, "bounding_box_train"), market / "bounding_box_train")
+    shutil.copytree(os.path.join(src, "bounding_box_test"), market / "bounding_box_test")
+    (market / "query").mkdir()
+    code, err = run(capsys, *tiny_opts(str(tmp_path), str(tmp_path / "out")), "DATASETS.NAMES", "('market1501',)")
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "empty" in err and "market1501" in err
