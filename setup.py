@@ -40,8 +40,15 @@ setup(
         "gdown>=4",
         "opencv-python-headless>=4.5",
     ],
-    extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["hhcl-train=hhcl_plugin.tools.train:main"]},
+    extras_require={
+        "export": ["onnx>=1.15", "onnxscript>=0.1"],
+        "test": ["pytest>=7", "onnx>=1.15", "onnxscript>=0.1", "onnxruntime>=1.17"],
+    },
+    entry_points={"console_scripts": [
+        "hhcl-train=hhcl_plugin.tools.train:main",
+        "hhcl-embed=hhcl_plugin.tools.embed:main",
+        "hhcl-export=hhcl_plugin.tools.export:main",
+    ]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -9,7 +9,8 @@ import torch
 from conftest import tiny_opts
 from hhcl_plugin.engine.checkpoint import load_checkpoint
 from hhcl_plugin.memory import ClusterMemory
-from hhcl_plugin.tools.train import main, one_line
+from hhcl_plugin.tools.cli import one_line
+from hhcl_plugin.tools.train import main
 from hhcl_plugin.utils.errors import DatasetError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -23,6 +23,7 @@ from ..utils import comm
 from ..utils.env import seed_all
 from ..utils.errors import UserError
 from ..utils.logger import setup_logger
+from .cli import add_config_arguments, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
 
@@ -31,10 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hhcl-train", description="Unsupervised person re-ID with HHCL (a torchreid plugin)",
         epilog="Example: hhcl-train --config-file configs/hhcl_synth.yml SOLVER.MAX_EPOCH 5 OUTPUT_DIR output/try")
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
     parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
+    add_config_arguments(parser)
     return parser
 
 
@@ -77,24 +77,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def one_line(error: Exception) -> str:
-    """The message of a user error, also when a DataLoader worker wrapped it in its traceback."""
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    return lines[-1].split(f"{type(error).__name__}: ", 1)[-1]
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"hhcl-train: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hhcl-train: interrupted; resume with --resume", file=sys.stderr)
-        return 130
-    finally:
-        comm.shutdown()
+    return run_cli("hhcl-train", run, build_parser().parse_args(argv), "interrupted; resume with --resume")
 
 
 if __name__ == "__main__":

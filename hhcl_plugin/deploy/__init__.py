@@ -1,0 +1,5 @@
+"""Using a trained model: embedding images, exporting to ONNX and TorchScript."""
+from .embedder import Embedder, list_images
+from .export import export_onnx, export_torchscript
+
+__all__ = ["Embedder", "list_images", "export_onnx", "export_torchscript"]

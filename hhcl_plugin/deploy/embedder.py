@@ -1,0 +1,81 @@
+"""Embed images with a trained model: the API behind ``hhcl-embed``."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from yacs.config import CfgNode
+
+from ..config import setup_cfg
+from ..data.build import build_transforms, read_image
+from ..engine.checkpoint import load_model_weights
+from ..engine.evaluation import progress
+from ..modeling import ReIDModel, build_model, resolve_device
+from ..utils.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+ImageLike = Union[str, Image.Image]
+
+
+def list_images(folder: str) -> List[str]:
+    """Image files under ``folder`` (recursively), sorted, so outputs are reproducible."""
+    if not os.path.isdir(folder):
+        raise DatasetError(f"input folder not found: {folder}")
+    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    return paths
+
+
+class _Images(Dataset):
+    def __init__(self, images: Sequence[ImageLike], transform: Callable) -> None:
+        self.images, self.transform = list(images), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = self.images[i]
+        return self.transform(read_image(img) if isinstance(img, str) else img.convert("RGB"))
+
+
+class Embedder:
+    """A model in evaluation mode with its test transform: images in, unit-norm features out.
+
+    >>> embedder = Embedder.from_config("configs/hhcl_synth.yml", ["MODEL.WEIGHTS", "output/hhcl_synth/best.pth"])
+    >>> feats = embedder.embed(list_images("some/folder"))   # (N, D) float32, rows of norm 1
+    """
+
+    def __init__(self, cfg: CfgNode, model: Optional[ReIDModel] = None) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg)
+        if model is None:
+            model = build_model(cfg)
+            if cfg.MODEL.WEIGHTS:
+                load_model_weights(model, cfg.MODEL.WEIGHTS)
+            else:
+                logger.warning("MODEL.WEIGHTS is empty: embedding with the backbone's initial weights")
+        self.model = model.to(self.device).eval()
+        _, self.transform = build_transforms(cfg)
+
+    @classmethod
+    def from_config(cls, config_file: str, opts: Sequence[str] = ()) -> "Embedder":
+        return cls(setup_cfg(config_file, opts))
+
+    @torch.no_grad()
+    def embed(self, images: Sequence[ImageLike], batch_size: int = 0, num_workers: Optional[int] = None) -> np.ndarray:
+        """Features of ``images`` (paths or PIL images), in order, as a float32 (N, D) array."""
+        loader = DataLoader(_Images(images, self.transform), batch_size=batch_size or self.cfg.TEST.IMS_PER_BATCH,
+                            num_workers=self.cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
+        chunks = [self.model(batch.to(self.device)).float().cpu() for batch in progress(loader, desc="embedding")]
+        if not chunks:
+            return np.zeros((0, self.model.feat_dim), np.float32)
+        return torch.cat(chunks).numpy()

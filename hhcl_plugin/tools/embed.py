@@ -1,0 +1,46 @@
+"""``hhcl-embed --config-file F MODEL.WEIGHTS W --input DIR --output OUT.npz``: features of a folder of images."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+import numpy as np
+
+from ..config import setup_cfg
+from ..deploy import Embedder, list_images
+from ..utils.logger import setup_logger
+from .cli import add_config_arguments, run_cli
+
+logger = logging.getLogger("hhcl_plugin")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hhcl-embed", description="Unit-norm re-ID features of every image in a folder",
+                                     epilog="Writes an .npz with 'features' (N, D) float32 and 'paths' (N,).")
+    parser.add_argument("--input", required=True, help="folder of images (searched recursively)")
+    parser.add_argument("--output", required=True, help="where to write the .npz")
+    parser.add_argument("--batch-size", type=int, default=0, help="default: TEST.IMS_PER_BATCH")
+    add_config_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logger()
+    cfg = setup_cfg(args.config_file, args.opts)
+    paths = list_images(args.input)
+    features = Embedder(cfg).embed(paths, batch_size=args.batch_size)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    np.savez(args.output, features=features, paths=np.asarray(paths))
+    logger.info("%d features of dimension %d written to %s", *features.shape, args.output)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli("hhcl-embed", run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

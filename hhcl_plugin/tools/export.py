@@ -1,0 +1,41 @@
+"""``hhcl-export --config-file F MODEL.WEIGHTS W --format onnx|torchscript --output PATH``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from ..config import setup_cfg
+from ..deploy import Embedder, export_onnx, export_torchscript
+from ..utils.logger import setup_logger
+from .cli import add_config_arguments, run_cli
+
+logger = logging.getLogger("hhcl_plugin")
+EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hhcl-export", description="Export the embedding model for deployment")
+    parser.add_argument("--format", choices=sorted(EXPORTERS), required=True)
+    parser.add_argument("--output", required=True, help="file to write (.onnx or .pt)")
+    add_config_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logger()
+    cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
+    model = Embedder(cfg).model
+    EXPORTERS[args.format](model, args.output, tuple(cfg.INPUT.SIZE_TEST))
+    logger.info("%s model (input %s, output %d-d unit-norm features) written to %s", args.format,
+                tuple(cfg.INPUT.SIZE_TEST), model.feat_dim, args.output)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli("hhcl-export", run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Deployment: the embedding API and CLI, ONNX and TorchScript exports against PyTorch."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_opts
+from hhcl_plugin.config import setup_cfg
+from hhcl_plugin.deploy import Embedder, export_onnx, export_torchscript, list_images
+from hhcl_plugin.engine.checkpoint import save_checkpoint
+from hhcl_plugin.tools.embed import main as embed_main
+from hhcl_plugin.tools.export import main as export_main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = f"{REPO}/configs/hhcl_synth.yml"
+
+
+@pytest.fixture(scope="module")
+def weights(synth_root, tmp_path_factory):
+    """A checkpoint whose weights differ from the ImageNet initialisation."""
+    cfg = setup_cfg(CONFIG, tiny_opts(synth_root, str(tmp_path_factory.mktemp("w"))))
+    model = Embedder(cfg).model
+    with torch.no_grad():
+        model.head.neck.weight.mul_(torch.linspace(0.5, 2.0, model.feat_dim))
+    path = str(tmp_path_factory.mktemp("ckpt") / "model.pth")
+    save_checkpoint({"model": model.state_dict()}, path)
+    return path
+
+
+def opts(synth_root, tmp_path, weights):
+    return tiny_opts(synth_root, str(tmp_path)) + ["MODEL.WEIGHTS", weights]
+
+
+def test_embed_cli_writes_unit_norm_features_that_use_the_weights(synth_root, tmp_path, weights):
+    folder = glob.glob(os.path.join(synth_root, "*", "query"))[0]
+    out = str(tmp_path / "q.npz")
+    assert embed_main(["--config-file", CONFIG, "--input", folder, "--output", out,
+                       *opts(synth_root, tmp_path, weights)]) == 0
+    saved = np.load(out)
+    paths = list_images(folder)
+    assert saved["features"].shape[0] == len(paths) and list(saved["paths"]) == paths
+    np.testing.assert_allclose(np.linalg.norm(saved["features"], axis=1), 1.0, atol=1e-5)
+    plain = Embedder(setup_cfg(CONFIG, tiny_opts(synth_root, str(tmp_path)))).embed(paths[:4])
+    assert not np.allclose(plain, saved["features"][:4], atol=1e-3)  # the checkpoint was loaded
+    again = Embedder(setup_cfg(CONFIG, opts(synth_root, tmp_path, weights))).embed(paths[:4], batch_size=3)
+    np.testing.assert_allclose(again, saved["features"][:4], atol=1e-5)
+
+
+def test_embed_cli_errors_are_one_line(tmp_path, capsys):
+    assert embed_main(["--config-file", CONFIG, "--input", str(tmp_path / "nope"), "--output", "x.npz"]) == 2
+    assert "input folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exports_match_pytorch(synth_root, tmp_path, weights, fmt):
+    path = str(tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt"))
+    assert export_main(["--config-file", CONFIG, "--format", fmt, "--output", path,
+                        *opts(synth_root, tmp_path, weights)]) == 0
+    cfg = setup_cfg(CONFIG, opts(synth_root, tmp_path, weights))
+    model = Embedder(cfg).model
+    images = torch.randn(5, 3, *cfg.INPUT.SIZE_TEST)  # a batch size other than the traced one
+    with torch.no_grad():
+        expected = model(images).numpy()
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        got = session.run(["features"], {"images": images.numpy()})[0]
+    else:
+        got = torch.jit.load(path)(images).detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_export_functions_accept_a_plain_model(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    assert os.path.isfile(export_torchscript(model, str(tmp_path / "m.pt"), (16, 8)))
+    assert os.path.isfile(export_onnx(model, str(tmp_path / "m.onnx"), (16, 8)))
