@@ -20,6 +20,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["hhcl_plugin", "hhcl_plugin.*"]),
     include_package_data=True,
+    package_data={"hhcl_plugin": ["model_zoo.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

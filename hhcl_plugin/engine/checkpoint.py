@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modeling.zoo import resolve_weights
 from ..utils.errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ def save_checkpoint(state: Mapping[str, Any], path: str, keep_previous: bool = F
             torch.save(dict(state), f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
         if keep_previous and os.path.exists(path):
             os.replace(path, previous_path(path))
         os.replace(tmp, path)
@@ -76,8 +80,12 @@ def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def load_model_weights(model: nn.Module, path: str) -> None:
-    """Load a model (plugin checkpoint or bare state dict) and name every mismatched key."""
+def load_model_weights(model: nn.Module, spec: str) -> None:
+    """Load a model (plugin checkpoint or bare state dict) and name every mismatched key.
+
+    ``spec`` is a local path, an http(s) URL or ``zoo:NAME`` (downloaded and verified once).
+    """
+    path = resolve_weights(spec)
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict):
         raise WeightsError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
