@@ -57,3 +57,36 @@ def test_not_a_checkpoint_and_truncated_files(tmp_path):
         load_checkpoint(str(truncated))
     with pytest.raises(WeightsError, match="not found"):
         load_checkpoint(str(tmp_path / "absent.pth"))
+
+
+def test_official_hhcl_checkpoint_layout_loads_into_the_plugin_model(tmp_path):
+    """A file with exactly the official layout: DataParallel prefixes, base.N trunk, gap.p, feat_bn."""
+    from hhcl_plugin.config import setup_cfg
+    from hhcl_plugin.modeling import build_model
+
+    cfg = setup_cfg("", ["MODEL.BACKBONE.NAME", "resnet50", "MODEL.BACKBONE.PRETRAINED", "False",
+                         "MODEL.POOLING", "gem"])
+    ours_to_theirs = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
+    theirs = {}
+    g = torch.Generator().manual_seed(0)
+    for key, value in build_model(cfg).state_dict().items():
+        rand = torch.randn(value.shape, generator=g).to(value.dtype) if value.is_floating_point() else value + 3
+        if key.startswith("backbone.body."):
+            top, rest = key[len("backbone.body."):].split(".", 1)
+            theirs[f"module.base.{ours_to_theirs[top]}.{rest}"] = rand
+        elif key.startswith("head.neck."):
+            theirs["module.feat_bn." + key[len("head.neck."):]] = rand
+        elif key == "head.pool.p":
+            theirs["module.gap.p"] = rand
+    theirs["module.classifier.weight"] = torch.randn(700, 2048)  # their supervised variants have one
+    path = str(tmp_path / "model_best.pth.tar")
+    torch.save({"state_dict": theirs, "epoch": 50, "best_mAP": 0.842}, path)
+
+    model = build_model(cfg)
+    load_model_weights(model, path)
+    own = model.state_dict()
+    assert torch.equal(own["backbone.body.conv1.weight"], theirs["module.base.0.weight"])
+    assert torch.equal(own["backbone.body.layer4.2.bn3.running_var"], theirs["module.base.7.2.bn3.running_var"])
+    assert torch.equal(own["head.neck.weight"], theirs["module.feat_bn.weight"])
+    assert torch.equal(own["head.pool.p"], theirs["module.gap.p"])
+    assert sum(k.startswith("module.") for k in theirs) - 1 == len(own)  # every key used, bar the classifier

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modeling.official_import import convert_official_state_dict, is_official_layout
 from ..modeling.zoo import resolve_weights
 from ..utils.errors import WeightsError
 
@@ -93,6 +94,9 @@ def load_model_weights(model: nn.Module, spec: str) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} has no model weights (expected a 'model' or 'state_dict' entry of tensors)")
     state = _strip_prefixes(state)
+    if is_official_layout(state):
+        logger.info("%s is an official HHCL / Cluster-Contrast checkpoint: renaming its keys", path)
+        state = convert_official_state_dict(state)
     own = model.state_dict()
     mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in state.items() if k in own and own[k].shape != v.shape]
