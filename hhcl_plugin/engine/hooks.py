@@ -138,7 +138,8 @@ class EvalHook(HookBase):
         last = eng.epoch + 1 == eng.max_epoch
         if (last or (period > 0 and (eng.epoch + 1) % period == 0)) and comm.is_main_process():
             result = eng.evaluate(f"epoch {eng.epoch + 1}")
-            eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **result, **eng.epoch_stats})
+            clusters = {k: v for k, v in eng.epoch_stats.items() if k != "distances"}
+            eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **result, **clusters})
             eng.is_best = result["mAP"] > eng.best_mAP
             eng.best_mAP = max(eng.best_mAP, result["mAP"])
             if last:
