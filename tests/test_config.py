@@ -1,9 +1,13 @@
+import glob
+import os
+
 import pytest
 
 from hhcl_plugin.config import get_cfg, setup_cfg
 from hhcl_plugin.utils.errors import ConfigError
 
 CONFIGS = "configs"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_overrides_are_typed_and_applied():
@@ -65,3 +69,10 @@ def test_base_cycle_and_missing_file(tmp_path):
 def test_defaults_are_not_mutated_by_setup():
     setup_cfg("", ["SOLVER.BASE_LR", "0.5"])
     assert get_cfg().SOLVER.BASE_LR == 3.5e-4
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.yml"))
+                                        + glob.glob(os.path.join(REPO_ROOT, "projects", "*", "*.yml"))))
+def test_every_shipped_config_loads(path):
+    cfg = setup_cfg(path)
+    assert cfg.DATASETS.NAMES and 0 < cfg.CLUSTER.EPS < 1
