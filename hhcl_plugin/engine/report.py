@@ -49,7 +49,8 @@ def plot_training_curves(metrics: Dict, folder: str) -> List[str]:
     if epochs:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         x = [e["epoch"] for e in epochs]
-        for key in sorted(k for k in epochs[0] if k.startswith("loss")):
+        terms = sorted(k for k in epochs[0] if k.startswith("loss_"))
+        for key in terms + (["loss"] if len(terms) > 1 else []):  # the total only when it adds something
             ax.plot(x, [e[key] for e in epochs], marker="o", label=key)
         ax.set(xlabel="epoch", ylabel="mean loss over the epoch", title="Training loss")
         ax.legend()
