@@ -123,10 +123,9 @@ class HHCLEngine(tr.Engine):
             for key, value in losses.items():
                 self.writer.add_scalar(f"train/{key}", value, step)
         self.writer.add_scalar("train/lr", self.get_current_lr(), self.epoch)
-        clusters = {k: v for k, v in self.epoch_stats.items() if k != "distances"}
         self.metrics.setdefault("epochs", []).append(
             {"epoch": self.epoch + 1, **{k: v / len(self.train_loader) for k, v in sums.items()},
-             "lr": self.get_current_lr(), **clusters})
+             "lr": self.get_current_lr(), **self.epoch_stats})
 
     def forward_backward(self, data: Dict) -> Dict[str, float]:
         images, targets = self.parse_data_for_train(data)

@@ -61,7 +61,7 @@ class ClusteringHook(HookBase):
         data = eng.data
         start = time.perf_counter()
         features = self._extract_all(eng)
-        labels, stats = self._cluster_on_main(features)
+        labels, stats, distances = self._cluster_on_main(features)
         eng.epoch_stats = stats
         eng.pseudo_labels = labels
         eng.memory = build_memory(cfg, features.to(eng.device), labels,
@@ -74,14 +74,13 @@ class ClusteringHook(HookBase):
         except ValueError as e:  # e.g. fewer clusters than identities per batch
             raise ClusteringError(
                 f"epoch {eng.epoch + 1}: {e} (CLUSTER.EPS={cfg.CLUSTER.EPS}, {stats['clusters']} clusters; "
-                f"nearest-neighbour Jaccard distances: {_format_stats(stats['distances'])})") from None
+                f"nearest-neighbour Jaccard distances: {_format_stats(distances)})") from None
         eng.train_loader = build_train_loader(cfg, items, data.transform_train, sampler)
         diag = f", pseudo-label NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f} (diagnostic)" if "nmi" in stats else ""
         logger.info("epoch %d: %d clusters, %d outliers (%.1f%%) in %.1fs%s", eng.epoch + 1, stats["clusters"],
                     stats["outliers"], 100 * stats["outlier_ratio"], time.perf_counter() - start, diag)
         for key, value in stats.items():
-            if key != "distances":
-                eng.writer.add_scalar(f"cluster/{key}", value, eng.epoch)
+            eng.writer.add_scalar(f"cluster/{key}", value, eng.epoch)
 
     @staticmethod
     def _extract_all(eng: "HHCLEngine") -> torch.Tensor:
@@ -93,8 +92,8 @@ class ClusteringHook(HookBase):
         features = extract_features(eng.model, loader, eng.device, desc=f"epoch {eng.epoch + 1}: train features")
         return comm.all_gather_tensor(features.to(eng.device)).cpu()
 
-    def _cluster_on_main(self, features: torch.Tensor) -> Tuple[np.ndarray, Dict]:
-        """Cluster once, on rank 0, and hand every rank the same labels (or the same error)."""
+    def _cluster_on_main(self, features: torch.Tensor) -> Tuple[np.ndarray, Dict, Dict]:
+        """Cluster once, on rank 0, and hand every rank the same labels, statistics (or error)."""
         eng, cfg = self.engine, self.engine.cfg
         outcome: Dict = {}
         if comm.is_main_process():
@@ -106,8 +105,8 @@ class ClusteringHook(HookBase):
                     f"{cfg.CLUSTER.MIN_SAMPLES} (nearest-neighbour Jaccard distances: "
                     f"{_format_stats(result.distance_stats)}); raise CLUSTER.EPS")
             outcome["stats"] = {"clusters": result.num_clusters, "outliers": result.num_outliers,
-                                "outlier_ratio": result.num_outliers / len(result.labels),
-                                "distances": result.distance_stats}
+                                "outlier_ratio": result.num_outliers / len(result.labels)}
+            outcome["distances"] = result.distance_stats
             gt = eng.data.train_ground_truth
             if len(np.unique(gt)) > 1:  # identity labels exist (never used for training)
                 dense = singletons_for_outliers(outcome["labels"])
@@ -116,7 +115,7 @@ class ClusteringHook(HookBase):
         outcome = comm.broadcast_object(outcome)
         if outcome["error"]:
             raise ClusteringError(outcome["error"])
-        return outcome["labels"], outcome["stats"]
+        return outcome["labels"], outcome["stats"], outcome["distances"]
 
 
 def _format_stats(stats: Dict[str, float]) -> str:
@@ -138,8 +137,7 @@ class EvalHook(HookBase):
         last = eng.epoch + 1 == eng.max_epoch
         if (last or (period > 0 and (eng.epoch + 1) % period == 0)) and comm.is_main_process():
             result = eng.evaluate(f"epoch {eng.epoch + 1}")
-            clusters = {k: v for k, v in eng.epoch_stats.items() if k != "distances"}
-            eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **result, **clusters})
+            eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **result, **eng.epoch_stats})
             eng.is_best = result["mAP"] > eng.best_mAP
             eng.best_mAP = max(eng.best_mAP, result["mAP"])
             if last:
