@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from tabulate import tabulate
 
@@ -28,10 +28,13 @@ BEGIN, END = "<!-- ablation table: begin -->", "<!-- ablation table: end -->"
 logger = logging.getLogger("ablation")
 
 
-def run_one(mode: str, seed: int, out_root: str) -> Dict:
+def run_one(mode: str, seed: int, out_root: str, table_only: bool = False) -> Optional[Dict]:
     out = os.path.join(out_root, f"{mode}_seed{seed}")
     metrics_path = os.path.join(out, "metrics.json")
-    if not (os.path.isfile(metrics_path) and "final" in json.load(open(metrics_path))):
+    finished = os.path.isfile(metrics_path) and "final" in json.load(open(metrics_path))
+    if not finished and table_only:
+        return None
+    if not finished:
         start = time.perf_counter()
         cmd = [sys.executable, "-m", "hhcl_plugin.tools.train", "--config-file", os.path.join(HERE, "ablation.yml"),
                "MEMORY.MODE", mode, "SEED", str(seed), "OUTPUT_DIR", out]
@@ -52,14 +55,17 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", default=["CM", "CMhard", "CMhybrid", "CMhybrid_v2"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--output", default=os.path.join(REPO, "output", "ablation"))
+    parser.add_argument("--table-only", action="store_true", help="only tabulate the runs that have finished")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start = time.perf_counter()
     rows = []
     for mode in args.modes:
-        runs = [run_one(mode, seed, args.output) for seed in args.seeds]
+        runs = [r for r in (run_one(mode, seed, args.output, args.table_only) for seed in args.seeds) if r]
+        if not runs:
+            continue
         rows.append([f"`{mode}`", mean_std([r["mAP"] for r in runs]), mean_std([r["rank1"] for r in runs]),
-                     mean_std([100 * r["ari"] for r in runs]), " / ".join(f"{r['mAP']:.1f}" for r in runs)])
+                     mean_std([100 * r["ari"] for r in runs]), " / ".join(f"{r['mAP']:.1f}" for r in runs) + ("" if len(runs) == len(args.seeds) else " (unfinished seeds missing)")])
     table = tabulate(rows, headers=["MEMORY.MODE", "mAP", "rank-1", "pseudo-label ARI x100 (last epoch)",
                                     f"mAP per seed ({', '.join(map(str, args.seeds))})"], tablefmt="github")
     print(table)
