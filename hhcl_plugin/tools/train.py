@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_engine(args: argparse.Namespace):
+def build_engine(args: argparse.Namespace) -> "_engine.HHCLEngine":
     """Config, process group, logging, data, model and engine, ready to run."""
     cfg = setup_cfg(args.config_file, args.opts)
     device = resolve_device(cfg)
