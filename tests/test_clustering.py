@@ -1,4 +1,6 @@
 """Clustering: k-NN, Jaccard distance against a brute-force reference, DBSCAN, the clusterer."""
+from typing import Optional
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,49 @@ def test_knn_is_exact_with_self_first():
     expect = np.argsort(-full, axis=1)[:, :6]
     assert (np.sort(idx[:, 1:], 1) == np.sort(expect, 1)).all()
     np.testing.assert_allclose(sims[:, 1:], np.take_along_axis(full, idx[:, 1:], 1), atol=1e-5)
+
+
+def assert_exact_topk(x: np.ndarray, sims: np.ndarray, idx: np.ndarray, tol: float = 1e-6) -> None:
+    """Every returned neighbour scores (in float64) at least as high as every point left out."""
+    x64 = x.astype(np.float64)
+    full = x64 @ x64.T
+    n, k = idx.shape
+    assert (idx[:, 0] == np.arange(n)).all()
+    assert (np.sort(idx, 1)[:, 1:] != np.sort(idx, 1)[:, :-1]).all(), "a neighbour listed twice"
+    kept = np.take_along_axis(full, idx, 1)
+    np.testing.assert_allclose(sims, kept, atol=tol)
+    left_out = full.copy()
+    np.put_along_axis(left_out, idx, -np.inf, 1)
+    assert (left_out.max(1) <= kept[:, 1:].min(1) + tol).all()
+    assert (np.diff(sims[:, 1:], axis=1) <= tol).all(), "neighbours not in decreasing order"
+
+
+@pytest.mark.parametrize("emulate", [True, False])
+def test_screened_knn_is_the_exact_top_k_on_hard_features(emulate):
+    """bf16 screening (emulated on any CPU, or the CPU's own where it has it) keeps the float32 top-k.
+
+    Duplicates, near-duplicates, clusters of very different sizes and outliers make
+    many scores tie or fall inside the screening band; several blocks, the last one
+    partial, exercise the symmetric block pairs.
+    """
+    from hhcl_plugin.clustering.knn import _screened_topk, _put_self_first
+
+    x, _ = make_clustered_features(2300, 128, seed=3, mean_cluster_size=12, near_dup_frac=0.1, exact_dup_frac=0.05)
+    xt = torch.from_numpy(x)
+    found = _screened_topk(xt, 31, block_size=512, emulate_bf16=emulate)
+    if found is None:  # this CPU has no bfloat16 matmul: knn_search falls back to float32 blocks
+        found = knn_search(x, 31, block_size=512)
+    sims, idx = _put_self_first(xt, *found)
+    assert_exact_topk(x, sims, idx)
+
+
+def test_screened_knn_handles_k_larger_than_a_block():
+    from hhcl_plugin.clustering.knn import _screened_topk, _put_self_first
+
+    x, _ = make_clustered_features(300, 32, seed=4)
+    xt = torch.from_numpy(x)
+    sims, idx = _put_self_first(xt, *_screened_topk(xt, 40, block_size=32, emulate_bf16=True))
+    assert_exact_topk(x, sims, idx)
 
 
 @pytest.mark.parametrize("k1,k2", [(10, 3), (6, 1), (20, 6)])
@@ -145,13 +190,19 @@ def test_clusterer_rejects_bad_features():
         clusterer(np.zeros((0, 4), np.float32))
 
 
-def dense_reference_jaccard(x: np.ndarray, k1: int, k2: int) -> np.ndarray:
-    """The same definition as :func:`brute_force_jaccard`, vectorised with dense N x N arrays (N of thousands)."""
+def dense_reference_jaccard(x: np.ndarray, k1: int, k2: int, order: Optional[np.ndarray] = None) -> np.ndarray:
+    """The same definition as :func:`brute_force_jaccard`, vectorised with dense N x N arrays (N of thousands).
+
+    ``order`` (N x >= k1 neighbour lists, self first) replaces the float64 ranking: with
+    near-duplicates, scores tie at float32 resolution and any order among them is right
+    (the k-NN search is checked on its own, by ``assert_exact_topk``).
+    """
     n = len(x)
     sim = x.astype(np.float64) @ x.astype(np.float64).T
-    key = -sim
-    np.fill_diagonal(key, -np.inf)  # the point itself first
-    order = np.argsort(key, axis=1, kind="stable")
+    if order is None:
+        key = -sim
+        np.fill_diagonal(key, -np.inf)  # the point itself first
+        order = np.argsort(key, axis=1, kind="stable")
 
     def first(k):
         m = np.zeros((n, n), bool)
@@ -181,8 +232,10 @@ def test_sparse_path_matches_dense_reference_on_thousands_of_hard_features():
     # dense paths share one k-NN list and are compared with exact duplicates above).
     x, _ = make_clustered_features(2000, 64, seed=11, max_cluster_size=400, near_dup_frac=0.05,
                                    exact_dup_frac=0.0, outlier_frac=0.08)
-    ref = dense_reference_jaccard(x, 30, 6)
-    sparse = compute_jaccard_distance_sparse(x, 30, 6)
+    knn = knn_search(x, 30)
+    assert_exact_topk(x, *knn)
+    ref = dense_reference_jaccard(x, 30, 6, order=knn[1])
+    sparse = compute_jaccard_distance_sparse(x, 30, 6, knn=knn)
     stored = sparse.tocoo()
     np.testing.assert_allclose(stored.data, ref[stored.row, stored.col], atol=1e-5)
     absent = np.ones_like(ref, bool)

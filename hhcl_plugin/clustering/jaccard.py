@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .knn import ArrayLike, as_float32_tensor, knn_search, progress
+from .knn import ArrayLike, as_float32_tensor, knn_search, pair_inner_products, progress
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +99,7 @@ def expanded_k_reciprocal_sets(rank: np.ndarray, k1: int) -> sp.csr_matrix:
     return star
 
 
-def pair_similarities(
-    x: torch.Tensor, rows: np.ndarray, cols: np.ndarray, knn: KNN, chunk: int = 16384
-) -> np.ndarray:
+def pair_similarities(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray, knn: KNN) -> np.ndarray:
     """Cosine similarity of the pairs ``(rows[t], cols[t])`` as float32.
 
     Most pairs of R* are k-NN pairs whose similarity the search already computed; only
@@ -124,13 +122,7 @@ def pair_similarities(
     out[found] = knn_vals[pos_c[found]]
     missing = np.flatnonzero(~found)
     if len(missing):
-        r_t = torch.from_numpy(rows[missing].astype(np.int64)).to(x.device)
-        c_t = torch.from_numpy(cols[missing].astype(np.int64)).to(x.device)
-        vals = []
-        with torch.no_grad():
-            for a in range(0, len(missing), chunk):
-                vals.append((x[r_t[a:a + chunk]] * x[c_t[a:a + chunk]]).sum(1).cpu())
-        out[missing] = torch.cat(vals).numpy()
+        out[missing] = pair_inner_products(x, rows[missing], cols[missing])
     return out
 
 
@@ -215,7 +207,7 @@ def compute_jaccard_distance_sparse(
     *,
     knn: Optional[KNN] = None,
     knn_index: str = "exact",
-    max_pairs_per_chunk: int = 4_000_000,
+    max_pairs_per_chunk: int = 1_000_000,
     timings: Optional[Dict[str, float]] = None,
 ) -> sp.csr_matrix:
     """k-reciprocal Jaccard distances of all pairs closer than 1, as an N x N float32 CSR.
