@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,15 +33,21 @@ from hhcl_plugin.memory.reference import banks_of, reference_loss, reference_upd
 MODES = ("CM", "CMhard", "CMhybrid", "CMhybrid_v2")
 
 
-def median_ms(step: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+def paired_median_ms(fast: Callable[[], None], slow: Callable[[], None], repeats: int,
+                     warmup: int = 2) -> Tuple[float, float, float]:
+    """Medians (ms) of the two, run in turn (A B A B ...) so that drifting machine speed hits both,
+    and the median of the per-pair ratios slow / fast."""
     for _ in range(warmup):
-        step()
-    times: List[float] = []
+        fast()
+        slow()
+    times: Dict[str, List[float]] = {"fast": [], "slow": []}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for name, step in (("fast", fast), ("slow", slow)):
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    ratios = [s / f for f, s in zip(times["fast"], times["slow"])]
+    return 1000 * statistics.median(times["fast"]), 1000 * statistics.median(times["slow"]), statistics.median(ratios)
 
 
 def main() -> int:
@@ -84,12 +90,11 @@ def main() -> int:
         def loop_update() -> None:
             reference_update_(banks, feats, targets, momentum=memory.momentum)
 
-        step_fast, step_slow = median_ms(vectorised, args.repeats), median_ms(loop, args.repeats)
-        upd_fast, upd_slow = median_ms(vectorised_update, args.repeats), median_ms(loop_update, args.repeats)
-        rows.append([mode, upd_fast, upd_slow, f"{upd_slow / upd_fast:.1f}x", step_fast, step_slow,
-                     f"{step_slow / step_fast:.1f}x"])
+        upd_fast, upd_slow, upd_ratio = paired_median_ms(vectorised_update, loop_update, args.repeats)
+        step_fast, step_slow, step_ratio = paired_median_ms(vectorised, loop, args.repeats)
+        rows.append([mode, upd_fast, upd_slow, f"{upd_ratio:.1f}x", step_fast, step_slow, f"{step_ratio:.1f}x"])
     print(f"memory loss + bank update per step: B={args.batch} (P={p} x K={args.instances}), C={args.clusters}, "
-          f"D={args.dim}, CPU, {torch.get_num_threads()} threads, median of {args.repeats}")
+          f"D={args.dim}, CPU, {torch.get_num_threads()} threads, median of {args.repeats} interleaved pairs")
     print(tabulate(rows, headers=["mode", "update: vectorised ms", "update: loop ms", "speed-up",
                                   "step: vectorised ms", "step: loop ms", "speed-up"], floatfmt=".2f"))
     return 0

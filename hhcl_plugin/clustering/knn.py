@@ -184,7 +184,7 @@ def _bf16_rounding_residual(x: torch.Tensor, block_rows: int) -> Optional[torch.
     operand alike; it must equal round-to-nearest-even bfloat16, or there is no
     speed-up to have (operands kept in float32), and the caller searches in float32.
     """
-    rows = x[: max(1, min(block_rows, x.shape[0]))]
+    rows = x[: max(1, min(block_rows, 256, x.shape[0]))]
     eye = torch.eye(x.shape[1], dtype=x.dtype)
     with torch.no_grad(), _bf16_float32_matmul() as enabled:
         if not enabled:
@@ -247,16 +247,18 @@ def _screened_topk(
             pooled = len(pool[0][0])
             prune_at = max(prune_at, 2 * pooled)
 
-    def raise_thresholds(first: int, local_rows: np.ndarray, vals: np.ndarray) -> None:
+    def raise_thresholds(first: int, local_rows: np.ndarray, vals: np.ndarray, grouped: bool) -> None:
         """Merge new screened scores of rows ``first + local_rows`` into the running top-k."""
         better = vals > kth_best[first + local_rows]  # only these can change a row's top-k
         local_rows, vals = local_rows[better], vals[better]
         if len(local_rows) == 0:
             return
-        order = np.argsort(local_rows, kind="stable")
-        local_rows, vals = local_rows[order], vals[order]
-        rows, start, per_row = np.unique(local_rows, return_index=True, return_counts=True)
-        rows = rows + first
+        if not grouped:
+            order = np.argsort(local_rows, kind="stable")
+            local_rows, vals = local_rows[order], vals[order]
+        start = np.flatnonzero(np.r_[True, local_rows[1:] != local_rows[:-1]])
+        per_row = np.diff(np.r_[start, len(local_rows)])
+        rows = first + local_rows[start]
         padded = np.full((len(rows), k + int(per_row.max())), -np.inf, np.float32)
         padded[:, :k] = top_vals[rows]
         slot = k + np.arange(len(local_rows)) - np.repeat(start, per_row)
@@ -289,8 +291,8 @@ def _screened_topk(
             r, c = flat // nb, flat % nb
             vals = sim.ravel()[flat]
             for_rows, for_cols = row_ok.ravel()[flat], col_ok.ravel()[flat]
-            raise_thresholds(a, r[for_rows], vals[for_rows])
-            raise_thresholds(b, c[for_cols], vals[for_cols])
+            raise_thresholds(a, r[for_rows], vals[for_rows], grouped=True)  # row-major order
+            raise_thresholds(b, c[for_cols], vals[for_cols], grouped=False)
             admit(a + r[for_rows], b + c[for_rows], vals[for_rows])
             admit(b + c[for_cols], a + r[for_cols], vals[for_cols])
 

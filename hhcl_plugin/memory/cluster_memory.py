@@ -6,9 +6,10 @@ they were *before* the step, and the banks are updated once, after the gradient 
 known: that is the order of the official implementation (bupt-ai-cz/HHCL-ReID), which
 updates inside the backward pass, and the order the tests check.
 
-Every update here is vectorised over the batch with fixed shapes (no Python loop over
-samples or clusters, no host synchronisation), so a step costs a few kernel launches
-on a GPU instead of one small launch, and often one sync, per sample.
+Every update here is vectorised over the batch (no Python loop over samples or
+clusters) and writes only the rows of the clusters in the batch; on a GPU it also keeps
+fixed shapes (no host synchronisation), so a step costs a few kernel launches instead
+of one small launch, and often one sync, per sample.
 
 Layout: one buffer ``bank`` of shape ``(R * C, D)`` holds all of a memory's banks
 stacked (``R`` banks of ``C`` rows each; the official layout), so one matrix product
@@ -17,7 +18,7 @@ gives every logit and one autograd node owns the update.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -34,11 +35,22 @@ LabelsLike = Union[np.ndarray, torch.Tensor]
 
 # ---------------------------------------------------------------------------- vectorised pieces
 # Public so that other update schemes (e.g. with all-gathered features under DDP) reuse them.
-# They work on one row per *sample* (B rows) rather than one per cluster (C rows): a batch
-# touches at most B clusters, so the cost is O(B * D + B^2) whatever C is, and the shapes
-# never depend on the data (no host sync, no boolean indexing).  Samples of the same
-# cluster compute their row from the cluster's *first* sample in the batch, so duplicate
-# writes carry identical values and the scatter does not depend on write order.
+# A batch touches few clusters (P of a P x K batch), so the update works on *groups* of
+# samples, one bank row written per group, never on all C rows:
+# * on CPU, one group per cluster present (``torch.unique``: the update reads and writes
+#   P rows, as a per-cluster loop would, but without the Python loop);
+# * on a GPU, where ``torch.unique`` would synchronise with the host, one group per
+#   *sample* (fixed shapes, B rows): each sample computes its cluster's value from the
+#   cluster's first sample, so duplicate writes carry identical values and the scatter
+#   does not depend on write order.
+
+class BatchGroups(NamedTuple):
+    """How the samples of a batch map to the bank rows they update."""
+
+    clusters: torch.Tensor  # (G,) bank row (cluster id) written by each group
+    member_of: torch.Tensor  # (B,) group of each sample, in 0..G-1
+    copy_from: Optional[torch.Tensor]  # (G,) group whose value each group takes (per-sample groups), or None
+
 
 def first_of_cluster(targets: torch.Tensor) -> torch.Tensor:
     """For each sample, the index of the first sample of the batch with the same target ``(B,)``."""
@@ -46,39 +58,50 @@ def first_of_cluster(targets: torch.Tensor) -> torch.Tensor:
     return same.to(torch.uint8).argmax(1)  # argmax returns the first maximum
 
 
-def momentum_update_(bank: torch.Tensor, targets: torch.Tensor, new: torch.Tensor, momentum: float) -> None:
-    """``bank[c] <- normalize(m * bank[c] + (1 - m) * new[i])`` for each sample i of cluster c.
+def batch_groups(targets: torch.Tensor) -> BatchGroups:
+    """One group per cluster of the batch on CPU, one per sample (no host sync) on a GPU."""
+    if targets.is_cuda:
+        first = first_of_cluster(targets)
+        return BatchGroups(targets, first, first)
+    clusters, inverse = torch.unique(targets, return_inverse=True)
+    return BatchGroups(clusters, inverse, None)
 
-    ``new`` is ``(B, D)``, one row per sample; rows of the same cluster must be equal
-    (see :func:`batch_cluster_means`, :func:`batch_hardest_features`).  Rows of clusters
-    absent from the batch are not touched.
+
+def _per_group(groups: BatchGroups, values: torch.Tensor) -> torch.Tensor:
+    return values if groups.copy_from is None else values.index_select(0, groups.copy_from)
+
+
+def momentum_update_(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, momentum: float) -> None:
+    """``bank[r] <- normalize(m * bank[r] + (1 - m) * new[t])`` for each ``r = rows[t]``.
+
+    Rows not listed are not touched; rows listed twice must come with equal ``new`` rows.
     """
-    updated = F.normalize(momentum * bank.index_select(0, targets) + (1.0 - momentum) * new, dim=1)
-    bank.index_copy_(0, targets, updated)
+    updated = bank.index_select(0, rows).mul_(momentum).add_(new, alpha=1.0 - momentum)
+    bank.index_copy_(0, rows, updated.div_(updated.norm(dim=1, keepdim=True).clamp_(min=1e-12)))
 
 
-def batch_cluster_means(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Each sample's cluster mean over the batch ``(B, D)``, identical for samples of one cluster.
-
-    Sums are accumulated on the slots of each cluster's first sample (a B x D buffer,
-    whatever the number of clusters).
-    """
-    first = first_of_cluster(targets)
-    sums = torch.zeros_like(features).index_add_(0, first, features)
-    counts = torch.zeros_like(features[:, 0]).index_add_(0, first, torch.ones_like(features[:, 0]))
-    return (sums / counts.clamp(min=1).unsqueeze(1)).index_select(0, first)
+def batch_cluster_means(features: torch.Tensor, groups: BatchGroups) -> torch.Tensor:
+    """The mean batch feature of each group's cluster ``(G, D)``."""
+    size = groups.clusters.shape[0]
+    sums = features.new_zeros(size, features.shape[1]).index_add_(0, groups.member_of, features)
+    counts = features.new_zeros(size).index_add_(0, groups.member_of, torch.ones_like(features[:, 0]))
+    return _per_group(groups, sums / counts.clamp(min=1).unsqueeze(1))
 
 
-def batch_hardest_features(features: torch.Tensor, targets: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """Each sample's cluster's least similar batch feature to its bank row ``(B, D)``.
+def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: torch.Tensor) -> torch.Tensor:
+    """Each group's least similar batch feature to its cluster's bank row ``(G, D)``.
 
     Similarities are taken against the bank before the update; ties go to the earliest
     sample, as ``np.argmin`` does in the official loop.
     """
-    sims = (features * bank.index_select(0, targets)).sum(1)
-    same = targets.unsqueeze(0) == targets.unsqueeze(1)
-    masked = torch.where(same, sims.unsqueeze(0), torch.full_like(sims, float("inf")).unsqueeze(0))
-    return features.index_select(0, masked.argmin(1))
+    rows = bank.index_select(0, groups.clusters)
+    if groups.copy_from is None:  # few groups: one (B x G) product reads the batch once
+        sims = (features @ rows.T).gather(1, groups.member_of.unsqueeze(1)).squeeze(1)
+    else:  # one group per sample: a product would be B x B
+        sims = (features * rows.index_select(0, groups.member_of)).sum(1)
+    member = groups.member_of.unsqueeze(0) == torch.arange(rows.shape[0], device=features.device).unsqueeze(1)
+    masked = torch.where(member, sims.unsqueeze(0), torch.full_like(sims, float("inf")).unsqueeze(0))
+    return _per_group(groups, features.index_select(0, masked.argmin(1)))
 
 
 def batch_instance_slots(targets: torch.Tensor, num_instances: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -274,7 +297,8 @@ class CM(ClusterMemory):
         return {"loss_centroid": self.cross_entropy(logits, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        momentum_update_(self.bank, targets, batch_cluster_means(features, targets), self.momentum)
+        groups = batch_groups(targets)
+        momentum_update_(self.bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
 
 
 @MEMORY_REGISTRY.register()
@@ -293,7 +317,9 @@ class CMhard(ClusterMemory):
         return {"loss_hard": self.cross_entropy(logits, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        momentum_update_(self.bank, targets, batch_hardest_features(features, targets, self.bank), self.momentum)
+        groups = batch_groups(targets)
+        momentum_update_(self.bank, groups.clusters, batch_hardest_features(features, groups, self.bank),
+                         self.momentum)
 
 
 class _Hybrid(ClusterMemory):
@@ -344,10 +370,12 @@ class CMhybrid(_Hybrid):
                 "loss_centroid": hw * (1.0 - hw) * self.cross_entropy(centroid, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        hard_bank, centroid_bank = self.hard_bank, self.centroid_bank
-        hardest = batch_hardest_features(features, targets, hard_bank)
-        momentum_update_(hard_bank, targets, hardest, self.momentum)
-        momentum_update_(centroid_bank, targets, batch_cluster_means(features, targets), self.momentum)
+        groups = batch_groups(targets)
+        hardest = batch_hardest_features(features, groups, self.hard_bank)
+        means = batch_cluster_means(features, groups)
+        # both banks in one step: hard rows are c, centroid rows C + c of the stacked bank
+        rows = torch.cat([groups.clusters, groups.clusters + self.num_clusters])
+        momentum_update_(self.bank, rows, torch.cat([hardest, means]), self.momentum)
 
 
 @MEMORY_REGISTRY.register()
@@ -413,7 +441,8 @@ class CMhybrid_v2(_Hybrid):  # noqa: N801  (the name is the MEMORY.MODE value)
                 "loss_instance": (1.0 - hw) * self.cross_entropy(instance, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        momentum_update_(self.centroid_bank, targets, batch_cluster_means(features, targets), self.momentum)
+        groups = batch_groups(targets)
+        momentum_update_(self.centroid_bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
         slot, source = batch_instance_slots(targets, self.num_instances)
         rows = (1 + slot) * self.num_clusters + targets
         self.bank.index_copy_(0, rows, features.index_select(0, source))
