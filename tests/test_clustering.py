@@ -87,6 +87,17 @@ def assert_exact_topk(x: np.ndarray, sims: np.ndarray, idx: np.ndarray, tol: flo
     assert (np.diff(sims[:, 1:], axis=1) <= tol).all(), "neighbours not in decreasing order"
 
 
+def test_pair_inner_products_in_any_order():
+    from hhcl_plugin.clustering.knn import pair_inner_products
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    rows, cols = rng.integers(0, 50, 300), rng.integers(0, 50, 300)  # unsorted, with repeats
+    got = pair_inner_products(torch.from_numpy(x), rows, cols)
+    np.testing.assert_allclose(got, (x[rows] * x[cols]).sum(1), atol=1e-5)
+    assert pair_inner_products(torch.from_numpy(x), rows[:0], cols[:0]).shape == (0,)
+
+
 @pytest.mark.parametrize("emulate", [True, False])
 def test_screened_knn_is_the_exact_top_k_on_hard_features(emulate):
     """bf16 screening (emulated on any CPU, or the CPU's own where it has it) keeps the float32 top-k.
