@@ -10,6 +10,7 @@ sparse labels are compared with the dense ones (ARI) wherever both ran.
 Usage::
 
     python benchmarks/clustering.py --sizes 12936 32621 100000 --dim 2048 --reference-max 32621 --json out.json
+    python benchmarks/clustering.py --sizes 12936 32621 --repeats 3   # medians, sparse and dense in turn
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,6 +102,18 @@ def run_one(args: argparse.Namespace, n: int, impl: str, labels_out: str) -> Opt
     return row
 
 
+def _median_row(n: int, impl: str, runs: List[Dict]) -> Dict:
+    """One row per (N, implementation): medians over the repeats, every run's seconds kept."""
+    if not runs:
+        return {"n": n, "impl": impl, "seconds": None, "peak_rss_mb": None, "baseline_rss_mb": None,
+                "n_clusters": None}
+    row = dict(runs[-1])
+    for key in ("seconds", "peak_rss_mb", "baseline_rss_mb"):
+        row[key] = statistics.median(r[key] for r in runs)
+    row["seconds_runs"] = [r["seconds"] for r in runs]
+    return row
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[12936, 32621])
@@ -111,6 +125,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--k2", type=int, default=6)
     parser.add_argument("--eps", type=float, default=0.6)
     parser.add_argument("--min-samples", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each measurement (medians reported)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--impl", choices=("sparse", "dense"), help=argparse.SUPPRESS)
@@ -125,18 +140,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows: List[Dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
+            impls = ["sparse"] + (["dense"] if n <= args.reference_max else [])
+            runs: Dict[str, List[Dict]] = {impl: [] for impl in impls}
             labels = {}
-            for impl in ("sparse", "dense"):
-                if impl == "dense" and n > args.reference_max:
-                    continue
-                path = os.path.join(tmp, f"{impl}_{n}.npy")
-                row = run_one(args, n, impl, path)
-                if row is None:
-                    rows.append({"n": n, "impl": impl, "seconds": None, "peak_rss_mb": None, "baseline_rss_mb": None,
-                                 "n_clusters": None})
-                    continue
-                labels[impl] = np.load(path)
-                rows.append(row)
+            for _ in range(args.repeats):  # in turn, so that drifting machine speed hits both
+                for impl in impls:
+                    path = os.path.join(tmp, f"{impl}_{n}.npy")
+                    row = run_one(args, n, impl, path)
+                    if row is not None:
+                        runs[impl].append(row)
+                        labels[impl] = np.load(path)
+            for impl in impls:
+                rows.append(_median_row(n, impl, runs[impl]))
+            if runs.get("dense") and runs["sparse"]:
+                rows[-2]["speedup_median"] = statistics.median(
+                    d["seconds"] / s["seconds"] for s, d in zip(runs["sparse"], runs["dense"]))
             if "sparse" in labels and "dense" in labels:
                 ari = float(adjusted_rand_score(labels["dense"], labels["sparse"]))
                 identical = bool(np.array_equal(labels["dense"], labels["sparse"]))
@@ -153,7 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         both = s.get("seconds") and d.get("seconds")
         base = s.get("baseline_rss_mb")
         table.append([
-            n, s.get("seconds"), d.get("seconds", "-"), f"{d['seconds'] / s['seconds']:.1f}x" if both else "-",
+            n, s.get("seconds"), d.get("seconds", "-"), f"{s['speedup_median']:.1f}x" if both else "-",
             s.get("peak_rss_mb"), d.get("peak_rss_mb", "-"),
             f"{d['peak_rss_mb'] / s['peak_rss_mb']:.1f}x" if both else "-", base,
             f"{(d['peak_rss_mb'] - d['baseline_rss_mb']) / max(s['peak_rss_mb'] - base, 1.0):.0f}x" if both else "-",
@@ -161,7 +179,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         ])
     print(f"clustering: k-NN + k-reciprocal Jaccard (k1={args.k1}, k2={args.k2}) + DBSCAN (eps={args.eps}, "
           f"min_samples={args.min_samples}), D={args.dim}, {os.cpu_count()} CPU cores; peak RSS counted from "
-          "the start of the clustering, baseline = RSS then (libraries + features)")
+          f"the start of the clustering, baseline = RSS then (libraries + features); medians of {args.repeats} "
+          "run(s) each, sparse and dense in turn; speed-up = median of the per-pair ratios")
     print(tabulate(table, headers=["N", "sparse s", "dense s", "speed-up", "sparse peak MB", "dense peak MB",
                                    "peak ratio", "baseline MB", "ratio above baseline", "clusters",
                                    "ARI vs dense"], floatfmt=".1f"))

@@ -312,3 +312,30 @@ def test_update_does_not_synchronise_with_host(mode):
     reference_update_(ref, x.cpu(), targets.cpu(), momentum=memory.momentum)
     for name in ref:
         torch.testing.assert_close(banks[name], ref[name], atol=1e-5, rtol=0)
+
+
+def test_fixed_shape_groups_used_on_gpu_give_the_same_update_as_per_cluster_groups():
+    """The GPU layout (one group per sample, no torch.unique) is checked here on CPU tensors."""
+    from hhcl_plugin.memory import batch_cluster_means, batch_groups, batch_hardest_features, momentum_update_
+
+    g = torch.Generator().manual_seed(5)
+    bank = F.normalize(torch.randn(30, 16, generator=g), dim=1)
+    targets = torch.tensor([7, 3, 7, 7, 12, 3, 0, 12, 7, 0, 3, 3])  # unsorted, uneven clusters
+    feats = F.normalize(torch.randn(len(targets), 16, generator=g), dim=1)
+    banks = []
+    for fixed in (False, True):
+        groups = batch_groups(targets, fixed_shapes=fixed)
+        assert groups.clusters.shape[0] == (len(targets) if fixed else 4)
+        new_bank = bank.clone()
+        hardest = batch_hardest_features(feats, groups, new_bank)
+        means = batch_cluster_means(feats, groups)
+        for cluster, row_hard, row_mean in zip(groups.clusters.tolist(), hardest, means):
+            members = feats[targets == cluster]
+            assert torch.allclose(row_mean, members.mean(0), atol=1e-6)
+            assert torch.equal(row_hard, members[(members @ bank[cluster]).argmin()])
+        momentum_update_(new_bank, groups.clusters, means, 0.2)
+        banks.append(new_bank)
+    assert torch.equal(banks[0], banks[1])
+    untouched = torch.ones(30, dtype=torch.bool)
+    untouched[targets] = False
+    assert torch.equal(banks[0][untouched], bank[untouched])

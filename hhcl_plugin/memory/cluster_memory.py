@@ -58,9 +58,12 @@ def first_of_cluster(targets: torch.Tensor) -> torch.Tensor:
     return same.to(torch.uint8).argmax(1)  # argmax returns the first maximum
 
 
-def batch_groups(targets: torch.Tensor) -> BatchGroups:
-    """One group per cluster of the batch on CPU, one per sample (no host sync) on a GPU."""
-    if targets.is_cuda:
+def batch_groups(targets: torch.Tensor, fixed_shapes: Optional[bool] = None) -> BatchGroups:
+    """One group per cluster of the batch on CPU, one per sample (no host sync) on a GPU.
+
+    ``fixed_shapes`` forces one or the other (default: fixed shapes on CUDA only).
+    """
+    if targets.is_cuda if fixed_shapes is None else fixed_shapes:
         first = first_of_cluster(targets)
         return BatchGroups(targets, first, first)
     clusters, inverse = torch.unique(targets, return_inverse=True)
