@@ -79,7 +79,7 @@ def momentum_update_(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, 
 
     Rows not listed are not touched; rows listed twice must come with equal ``new`` rows.
     """
-    updated = bank.index_select(0, rows).mul_(momentum).add_(new, alpha=1.0 - momentum)
+    updated = torch.lerp(new, bank.index_select(0, rows), momentum)  # m * bank + (1 - m) * new
     bank.index_copy_(0, rows, updated.div_(updated.norm(dim=1, keepdim=True).clamp_(min=1e-12)))
 
 
@@ -102,8 +102,9 @@ def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: to
         sims = (features @ rows.T).gather(1, groups.member_of.unsqueeze(1)).squeeze(1)
     else:  # one group per sample: a product would be B x B
         sims = (features * rows.index_select(0, groups.member_of)).sum(1)
-    member = groups.member_of.unsqueeze(0) == torch.arange(rows.shape[0], device=features.device).unsqueeze(1)
-    masked = torch.where(member, sims.unsqueeze(0), torch.full_like(sims, float("inf")).unsqueeze(0))
+    # (G, B): sample i's similarity in its group's row, +inf elsewhere; argmin takes the first minimum
+    masked = sims.new_full((rows.shape[0], sims.shape[0]), float("inf"))
+    masked.scatter_(0, groups.member_of.unsqueeze(0), sims.unsqueeze(0))
     return _per_group(groups, features.index_select(0, masked.argmin(1)))
 
 
