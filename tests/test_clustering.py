@@ -182,6 +182,15 @@ def cluster_cfg(*opts):
     return setup_cfg("", ["DATASETS.NAMES", "('synthreid',)", "CLUSTER.K1", "20", "CLUSTER.K2", "6", *opts])
 
 
+def test_clusterer_labels_do_not_depend_on_bf16_screening():
+    # no (near-)duplicates: their scores tie at float32 resolution, where any order is right
+    x, _ = make_clustered_features(1500, 64, seed=6, exact_dup_frac=0.0, near_dup_frac=0.0)
+    screened = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.55"))(x)
+    plain = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.55", "CLUSTER.KNN_BF16_SCREEN", "False"))(x)
+    assert screened.num_clusters > 20
+    assert np.array_equal(screened.labels, plain.labels)
+
+
 def test_clusterer_sparse_and_dense_give_identical_labels():
     x, truth = make_clustered_features(1200, 64, seed=5)
     sparse = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.55"))(x)

@@ -93,6 +93,7 @@ class DBSCANJaccardClusterer:
         self.min_samples = int(c.MIN_SAMPLES)
         self.jaccard = str(c.JACCARD).lower()
         self.knn_index = str(c.KNN_INDEX).lower()
+        self.knn_bf16_screen = bool(c.KNN_BF16_SCREEN)
         if self.jaccard not in JACCARD_MODES:
             raise ClusteringError(f"CLUSTER.JACCARD must be one of {', '.join(JACCARD_MODES)}, got '{c.JACCARD}'")
         if self.knn_index not in KNN_INDEX_TYPES:
@@ -108,7 +109,7 @@ class DBSCANJaccardClusterer:
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(k1={self.k1}, k2={self.k2}, eps={self.eps}, min_samples={self.min_samples}, "
-                f"jaccard={self.jaccard}, knn_index={self.knn_index})")
+                f"jaccard={self.jaccard}, knn_index={self.knn_index}, knn_bf16_screen={self.knn_bf16_screen})")
 
     def __call__(self, features: ArrayLike) -> ClusteringResult:
         x = _prepare_features(features)
@@ -116,7 +117,7 @@ class DBSCANJaccardClusterer:
         seconds: Dict[str, float] = {}
         start = time.perf_counter()
         logger.info("clustering %d features: k-NN (%s, k1=%d)", n, self.knn_index, self.k1)
-        knn = knn_search(x, self.k1, index=self.knn_index)
+        knn = knn_search(x, self.k1, index=self.knn_index, screen=self.knn_bf16_screen)
         release_free_heap()
         seconds["knn"] = time.perf_counter() - start
 

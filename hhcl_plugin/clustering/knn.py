@@ -253,8 +253,9 @@ def _screened_topk(
         local_rows, vals = local_rows[better], vals[better]
         if len(local_rows) == 0:
             return
-        if not grouped:
-            order = np.argsort(local_rows, kind="stable")
+        if not grouped:  # local rows < block size: 16-bit keys get NumPy's radix sort
+            keys = local_rows.astype(np.int16) if bs < 2**15 else local_rows
+            order = np.argsort(keys, kind="stable")
             local_rows, vals = local_rows[order], vals[order]
         start = np.flatnonzero(np.r_[True, local_rows[1:] != local_rows[:-1]])
         per_row = np.diff(np.r_[start, len(local_rows)])
