@@ -103,11 +103,11 @@ def run_one(args: argparse.Namespace, n: int, impl: str, labels_out: str) -> Opt
 
 
 def _median_row(n: int, impl: str, runs: List[Dict]) -> Dict:
-    """One row per (N, implementation): medians over the repeats, every run's seconds kept."""
+    """One row per (N, implementation): the median run (its stages), median peaks, every run's seconds."""
     if not runs:
         return {"n": n, "impl": impl, "seconds": None, "peak_rss_mb": None, "baseline_rss_mb": None,
                 "n_clusters": None}
-    row = dict(runs[-1])
+    row = dict(sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2])  # the median run's stages
     for key in ("seconds", "peak_rss_mb", "baseline_rss_mb"):
         row[key] = statistics.median(r[key] for r in runs)
     row["seconds_runs"] = [r["seconds"] for r in runs]

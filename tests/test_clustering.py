@@ -266,3 +266,10 @@ def test_sparse_path_matches_dense_reference_on_thousands_of_hard_features():
         theirs = DBSCAN(eps=eps, min_samples=4, metric="precomputed").fit_predict(ref)
         assert adjusted_rand_score(theirs, ours) == 1.0
         assert len(set(ours)) > 20
+
+
+def test_knn_rejects_non_finite_features():
+    x = np.ones((5, 4), np.float32)
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        knn_search(x, 3)

@@ -32,7 +32,6 @@ Both accumulate ``m`` in float64, in increasing order of the support column ``k`
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional, Tuple
@@ -46,14 +45,6 @@ from .knn import ArrayLike, as_float32_tensor, knn_search, pair_inner_products, 
 logger = logging.getLogger(__name__)
 
 KNN = Tuple[np.ndarray, np.ndarray]
-
-
-def default_workers() -> int:
-    """CPUs this process may run on, at most 8."""
-    try:
-        return max(1, min(8, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not Linux
-        return max(1, min(8, os.cpu_count() or 1))
 
 
 def half_k(k1: int) -> int:
@@ -241,7 +232,7 @@ def compute_jaccard_distance_sparse(
         knn: optional precomputed ``(sims, idx)`` from :func:`knn_search` with >= k1 columns.
         knn_index: ``"exact"`` or ``"ivf"`` when ``knn`` is not given.
         max_pairs_per_chunk: bound on the per-chunk (i, k, j) updates (~60 bytes each).
-        workers: threads working on chunks (memory: one chunk each); default: the usable CPUs, <= 8.
+        workers: threads working on chunks (memory: one chunk each); default: ``torch.get_num_threads()``.
         timings: optional dict that receives per-stage seconds.
     """
     x = as_float32_tensor(features)
@@ -273,7 +264,7 @@ def compute_jaccard_distance_sparse(
     nnz_so_far = 0
     chunks = list(zip(bounds[:-1], bounds[1:]))
     # NumPy and SciPy release the GIL in the heavy calls: threads give ~1.9x on 2 cores
-    with ThreadPoolExecutor(max(1, min(workers or default_workers(), len(chunks)))) as pool:
+    with ThreadPoolExecutor(max(1, min(workers or torch.get_num_threads(), len(chunks)))) as pool:
         pieces = pool.map(lambda ab: _jaccard_rows(vq, col, col_nnz, row_updates, *ab), chunks)
         for indptr, indices, data in progress(pieces, total=len(chunks), desc="Jaccard"):
             out_indptr.append(indptr[1:].astype(np.int64) + nnz_so_far)

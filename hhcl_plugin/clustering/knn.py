@@ -108,6 +108,8 @@ def knn_search(
     n = x.shape[0]
     if n == 0:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64)
+    if not bool(torch.isfinite(x).all()):  # NaN would silently empty the screened candidate lists
+        raise ValueError("k-NN search: features contain NaN or Inf; check the model and the feature extraction")
     k = int(max(1, min(k, n)))
     on_cuda = x.is_cuda
     use_faiss_gpu = on_cuda and faiss_num_gpus() > 0
