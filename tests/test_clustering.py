@@ -16,6 +16,7 @@ from hhcl_plugin.clustering import (
     make_clustered_features,
     relabel_consecutive,
 )
+from hhcl_plugin.clustering.knn import _descending_key, all_finite
 from hhcl_plugin.config import setup_cfg
 from hhcl_plugin.utils.errors import ClusteringError
 
@@ -273,3 +274,20 @@ def test_knn_rejects_non_finite_features():
     x[2, 1] = np.nan
     with pytest.raises(ValueError, match="NaN or Inf"):
         knn_search(x, 3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finiteness_check_sees_every_chunk(bad):
+    x = torch.zeros(10, 3)
+    assert all_finite(x, rows=4)
+    x[9, 2] = bad  # in the last, partial chunk
+    assert not all_finite(x, rows=4)
+
+
+def test_descending_key_orders_floats_like_a_stable_sort():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(500).astype(np.float32),
+                             np.array([0.0, -0.0, 1.0, 1.0, -1.0, 3e38, -3e38, 1e-45, -1e-45], np.float32)])
+    rng.shuffle(values)
+    expected = np.argsort(-values, kind="stable")  # treats -0.0 and 0.0 as equal, keeps their order
+    assert np.array_equal(np.argsort(_descending_key(values), kind="stable"), expected)
