@@ -6,7 +6,7 @@ in one place gives every "unknown name" the same helpful error.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .errors import RegistryError
 
