@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hhcl_plugin.config.config import get_cfg
-from hhcl_plugin.memory import MEMORY_REGISTRY, CMhard, CMhybrid, CMhybrid_v2, build_memory
+from hhcl_plugin.memory import MEMORY_REGISTRY, CMhard, CMhybrid, CMhybrid_v2, batch_instance_slots, build_memory
 from hhcl_plugin.memory.reference import banks_of, reference_loss, reference_update_, smoothed_cross_entropy
 
 MODES = ["CM", "CMhard", "CMhybrid", "CMhybrid_v2"]
@@ -169,11 +169,47 @@ def test_cmhard_picks_least_similar_sample_and_first_on_ties():
     torch.testing.assert_close(memory.bank[1], F.normalize(0.5 * torch.eye(3, dtype=torch.float64)[1] + 0.5 * x[3], dim=0))
 
 
-def test_v2_slot_overwrite_rules():
+@pytest.mark.parametrize("mode", ["CMhard", "CMhybrid"])
+def test_hard_update_follows_the_similarities_it_is_given(mode):
+    """The training step hands the forward's own-cluster logits to the update; they must be the ones used."""
+    x, targets = batch(1)
+    computed, given = build(mode), build(mode)
+    computed.update(x, targets)
+    own_rows = given.hard_bank.index_select(0, targets)
+    given.update(x, targets, hard_sims=(x * own_rows).sum(1))
+    assert_banks_equal(given, banks_of(computed))
+    # reversed similarities make each cluster's *most* similar sample the hardest one
+    reversed_sims, fresh = build(mode), build(mode)
+    reversed_sims.update(x, targets, hard_sims=-(x * own_rows).sum(1))
+    fresh.update(x, targets)
+    present = torch.unique(targets)
+    assert not torch.allclose(reversed_sims.hard_bank[present], fresh.hard_bank[present])
+
+
+def test_instance_slots_match_a_batch_order_count():
+    g = torch.Generator().manual_seed(3)
+    for num_instances in (1, 2, 4):
+        targets = torch.randint(0, 5, (40,), generator=g)
+        slot, source = batch_instance_slots(targets, num_instances)
+        seen = {}
+        for i, c in enumerate(targets.tolist()):
+            rank = seen.setdefault(c, [])
+            rank.append(i)
+            k = len(rank) - 1
+            assert int(slot[i]) == min(k, num_instances - 1)
+            kth = rank[num_instances - 1] if k >= num_instances else i
+            assert int(source[i]) == kth, (num_instances, i)
+
+
+@pytest.mark.parametrize("overflow", [True, False])
+def test_v2_slot_overwrite_rules(overflow):
     memory = build("CMhybrid_v2")
     old = memory.instance_bank.clone()
     old_centroids = memory.centroid_bank.clone()
     x, targets = batch(0)
+    if not overflow:  # a P x K batch: clusters 0..4, K samples each, shuffled
+        targets = torch.arange(5).repeat_interleave(K)[torch.randperm(5 * K, generator=torch.Generator().manual_seed(0))]
+        x = x[: len(targets)]
     memory.update(x, targets)
     slots = memory.instance_bank
     for c in range(C):
@@ -183,7 +219,7 @@ def test_v2_slot_overwrite_rules():
                 assert torch.equal(slots[k, c], x[members[k]]), (c, k)  # first K samples, in batch order
             else:
                 assert torch.equal(slots[k, c], old[k, c]), (c, k)  # slots past the count untouched
-    assert (targets == 0).sum() > K  # cluster 0 overflowed: its extra samples were ignored
+    assert ((targets == 0).sum() > K) == overflow  # cluster 0 overflowed: its extra samples were ignored
     for c in (5, 6):  # absent clusters: bit-for-bit unchanged
         assert torch.equal(slots[:, c], old[:, c])
         assert torch.equal(memory.centroid_bank[c], old_centroids[c])

@@ -91,19 +91,24 @@ def batch_cluster_means(features: torch.Tensor, groups: BatchGroups) -> torch.Te
     return _per_group(groups, sums / counts.clamp(min=1).unsqueeze(1))
 
 
-def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: torch.Tensor) -> torch.Tensor:
+def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: torch.Tensor,
+                           sims: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Each group's least similar batch feature to its cluster's bank row ``(G, D)``.
 
     Similarities are taken against the bank before the update; ties go to the earliest
-    sample, as ``np.argmin`` does in the official loop.
+    sample, as ``np.argmin`` does in the official loop.  ``sims`` (B,), each sample's
+    similarity to its own cluster's row, may be passed in when the caller has it: the
+    training forward computes exactly these among its logits, and reusing them saves
+    the one read of the batch that the update would otherwise need.
     """
-    rows = bank.index_select(0, groups.clusters)
-    if groups.copy_from is None:  # few groups: one (B x G) product reads the batch once
-        sims = (features @ rows.T).gather(1, groups.member_of.unsqueeze(1)).squeeze(1)
-    else:  # one group per sample: a product would be B x B
-        sims = (features * rows.index_select(0, groups.member_of)).sum(1)
+    if sims is None:
+        rows = bank.index_select(0, groups.clusters)
+        if groups.copy_from is None:  # few groups: one (B x G) product reads the batch once
+            sims = (features @ rows.T).gather(1, groups.member_of.unsqueeze(1)).squeeze(1)
+        else:  # one group per sample: a product would be B x B
+            sims = (features * rows.index_select(0, groups.member_of)).sum(1)
     # (G, B): sample i's similarity in its group's row, +inf elsewhere; argmin takes the first minimum
-    masked = sims.new_full((rows.shape[0], sims.shape[0]), float("inf"))
+    masked = sims.new_full((groups.clusters.shape[0], sims.shape[0]), float("inf"))
     masked.scatter_(0, groups.member_of.unsqueeze(0), sims.unsqueeze(0))
     return _per_group(groups, features.index_select(0, masked.argmin(1)))
 
@@ -116,13 +121,17 @@ def batch_instance_slots(targets: torch.Tensor, num_instances: int) -> Tuple[tor
     duplicate destinations then write identical values, so the result of the scatter
     does not depend on write order (deterministic on GPU) and needs no scratch row.
     """
-    batch = targets.shape[0]
-    same = targets.unsqueeze(0) == targets.unsqueeze(1)
-    earlier = torch.ones(batch, batch, dtype=torch.bool, device=targets.device).tril(-1)
-    rank = (same & earlier).sum(1)
-    kth = same & (rank == num_instances - 1).unsqueeze(0)  # [i, j]: j is the K-th sample of i's cluster
-    source = torch.where(rank >= num_instances, kth.to(torch.uint8).argmax(1),
-                         torch.arange(batch, device=targets.device))
+    # A stable sort lines each cluster's samples up in batch order; a sample's rank is its
+    # distance from the start of its run (O(B log B), fixed shapes, no host sync).
+    sorted_targets, order = torch.sort(targets, stable=True)
+    position = torch.arange(targets.shape[0], device=targets.device)
+    starts = torch.ones_like(sorted_targets, dtype=torch.bool)
+    starts[1:] = sorted_targets[1:] != sorted_targets[:-1]
+    run_start = torch.where(starts, position, torch.zeros_like(position)).cummax(0).values
+    rank_sorted = position - run_start
+    source_sorted = torch.where(rank_sorted >= num_instances, run_start + num_instances - 1, position)
+    rank = torch.empty_like(rank_sorted).index_copy_(0, order, rank_sorted)
+    source = torch.empty_like(order).index_copy_(0, order, order.index_select(0, source_sorted))
     return rank.clamp(max=num_instances - 1), source
 
 
@@ -146,7 +155,10 @@ class _BankProduct(torch.autograd.Function):
         ctx.memory = memory
         ctx.save_for_backward(features, targets, bank)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return features.to(bank.dtype).mm(bank.t())
+            logits = features.to(bank.dtype).mm(bank.t())
+        # the hard bank is rows 0..C-1: column targets[i] is sample i's similarity to its own hard row
+        ctx.hard_sims = logits.gather(1, targets.unsqueeze(1)).squeeze(1) if memory.has_hard_bank else None
+        return logits
 
     @staticmethod
     def backward(ctx: Any, grad_logits: torch.Tensor) -> Tuple[Optional[torch.Tensor], None, None, None]:
@@ -156,7 +168,7 @@ class _BankProduct(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 grad = grad_logits.to(bank.dtype).mm(bank).to(features.dtype)
             if ctx.memory.update_in_backward:
-                ctx.memory.update(features, targets)
+                ctx.memory.update(features, targets, hard_sims=ctx.hard_sims)
         return grad, None, None, None
 
 
@@ -176,6 +188,7 @@ class ClusterMemory(nn.Module):
     """
 
     banks_per_cluster = 1
+    has_hard_bank = False  # True where rows 0..C-1 are a bank updated with the hardest samples
 
     def __init__(self, num_clusters: int, num_features: int, *, temp: float = 0.05, momentum: float = 0.1,
                  label_smooth: float = 0.0, dtype: torch.dtype = torch.float32,
@@ -256,11 +269,17 @@ class ClusterMemory(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        """One momentum step of the banks with a batch (features cast to the bank dtype)."""
-        self._update(features.detach().to(self.bank.dtype), targets)
+    def update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor] = None) -> None:
+        """One momentum step of the banks with a batch (features cast to the bank dtype).
 
-    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        ``hard_sims`` (B,): each sample's similarity to its cluster's hard-bank row before
+        the update, if already known (the forward's logits hold it); computed otherwise.
+        """
+        if hard_sims is not None:
+            hard_sims = hard_sims.detach().to(self.bank.dtype)
+        self._update(features.detach().to(self.bank.dtype), targets, hard_sims)
+
+    def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
         raise NotImplementedError
 
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -300,7 +319,7 @@ class CM(ClusterMemory):
     def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"loss_centroid": self.cross_entropy(logits, targets)}
 
-    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+    def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
         groups = batch_groups(targets)
         momentum_update_(self.bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
 
@@ -313,6 +332,8 @@ class CMhard(ClusterMemory):
     first sample in batch order.  Loss: CE over the bank.
     """
 
+    has_hard_bank = True
+
     @property
     def hard_bank(self) -> torch.Tensor:
         return self.bank
@@ -320,10 +341,10 @@ class CMhard(ClusterMemory):
     def losses(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"loss_hard": self.cross_entropy(logits, targets)}
 
-    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+    def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
         groups = batch_groups(targets)
-        momentum_update_(self.bank, groups.clusters, batch_hardest_features(features, groups, self.bank),
-                         self.momentum)
+        hardest = batch_hardest_features(features, groups, self.bank, hard_sims)
+        momentum_update_(self.bank, groups.clusters, hardest, self.momentum)
 
 
 class _Hybrid(ClusterMemory):
@@ -358,6 +379,7 @@ class CMhybrid(_Hybrid):
     """
 
     banks_per_cluster = 2
+    has_hard_bank = True
 
     @property
     def hard_bank(self) -> torch.Tensor:
@@ -373,9 +395,9 @@ class CMhybrid(_Hybrid):
         return {"loss_hard": hw * self.cross_entropy(hard, targets),
                 "loss_centroid": hw * (1.0 - hw) * self.cross_entropy(centroid, targets)}
 
-    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+    def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
         groups = batch_groups(targets)
-        hardest = batch_hardest_features(features, groups, self.hard_bank)
+        hardest = batch_hardest_features(features, groups, self.hard_bank, hard_sims)
         means = batch_cluster_means(features, groups)
         # both banks in one step: hard rows are c, centroid rows C + c of the stacked bank
         rows = torch.cat([groups.clusters, groups.clusters + self.num_clusters])
@@ -444,12 +466,15 @@ class CMhybrid_v2(_Hybrid):  # noqa: N801  (the name is the MEMORY.MODE value)
         return {"loss_centroid": hw * self.cross_entropy(centroid, targets),
                 "loss_instance": (1.0 - hw) * self.cross_entropy(instance, targets)}
 
-    def _update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+    def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
         groups = batch_groups(targets)
         momentum_update_(self.centroid_bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
         slot, source = batch_instance_slots(targets, self.num_instances)
         rows = (1 + slot) * self.num_clusters + targets
-        self.bank.index_copy_(0, rows, features.index_select(0, source))
+        # a P x K batch has no cluster past K samples: then every sample writes its own feature,
+        # and on CPU (where checking costs no sync) the copy of the batch is skipped
+        identity = groups.copy_from is None and torch.equal(source, torch.arange(len(source)))
+        self.bank.index_copy_(0, rows, features if identity else features.index_select(0, source))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_instances={self.num_instances}"
