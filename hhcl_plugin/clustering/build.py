@@ -129,6 +129,7 @@ class DBSCANJaccardClusterer:
         else:
             dist = compute_jaccard_distance_dense(x, self.k1, self.k2, knn=knn, timings=sub)
         del knn
+        release_free_heap()
         seconds["jaccard"] = time.perf_counter() - t
         seconds.update({f"jaccard_{k}": v for k, v in sub.items() if k != "knn"})
 

@@ -208,7 +208,7 @@ def compute_jaccard_distance_sparse(
     *,
     knn: Optional[KNN] = None,
     knn_index: str = "exact",
-    max_pairs_per_chunk: int = 1_000_000,
+    max_pairs_per_chunk: int = 500_000,
     workers: Optional[int] = None,
     timings: Optional[Dict[str, float]] = None,
 ) -> sp.csr_matrix:
