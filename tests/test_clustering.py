@@ -291,3 +291,13 @@ def test_descending_key_orders_floats_like_a_stable_sort():
     rng.shuffle(values)
     expected = np.argsort(-values, kind="stable")  # treats -0.0 and 0.0 as equal, keeps their order
     assert np.array_equal(np.argsort(_descending_key(values), kind="stable"), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_clusterer_on_gpu_features_matches_cpu_labels():
+    feats, _ = make_clustered_features(3000, 64, seed=5)
+    cfg = setup_cfg("", ["DATASETS.NAMES", "('synthreid',)", "CLUSTER.EPS", "0.6"])
+    on_cpu = build_clusterer(cfg)(feats)
+    on_gpu = build_clusterer(cfg)(torch.from_numpy(feats).cuda())  # what the clustering hook passes on a GPU
+    assert on_gpu.num_clusters > 10
+    assert adjusted_rand_score(on_cpu.labels, on_gpu.labels) > 0.99

@@ -64,7 +64,7 @@ class ClusteringHook(HookBase):
         labels, stats, distances = self._cluster_on_main(features)
         eng.epoch_stats = stats
         eng.pseudo_labels = labels
-        eng.memory = build_memory(cfg, features.to(eng.device), labels,
+        eng.memory = build_memory(cfg, features, labels,
                                   generator=torch.Generator().manual_seed(cfg.SEED + eng.epoch))
         # under DDP the memory is updated with the batches of all ranks, after backward
         eng.memory.update_in_backward = comm.get_world_size() == 1
@@ -84,13 +84,17 @@ class ClusteringHook(HookBase):
 
     @staticmethod
     def _extract_all(eng: "HHCLEngine") -> torch.Tensor:
-        """Features of every training image, in dataset order, on every rank (each rank extracts a slice)."""
+        """Features of every training image, in dataset order, on every rank (each rank extracts a slice).
+
+        They stay on the training device: on a GPU the clustering's k-NN then runs there
+        (faiss ``GpuIndexFlatIP``, or blocked torch matmuls), the one stage that grows as N^2.
+        """
         cfg, train = eng.cfg, eng.data.train
         bounds = np.linspace(0, len(train), comm.get_world_size() + 1).astype(int)
         mine = train[bounds[comm.get_rank()]:bounds[comm.get_rank() + 1]]
         loader = build_test_loader(cfg, mine, eng.data.transform_test)
         features = extract_features(eng.model, loader, eng.device, desc=f"epoch {eng.epoch + 1}: train features")
-        return comm.all_gather_tensor(features.to(eng.device)).cpu()
+        return comm.all_gather_tensor(features.to(eng.device))
 
     def _cluster_on_main(self, features: torch.Tensor) -> Tuple[np.ndarray, Dict, Dict]:
         """Cluster once, on rank 0, and hand every rank the same labels, statistics (or error)."""
