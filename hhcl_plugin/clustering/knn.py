@@ -399,7 +399,9 @@ def _faiss_ivf(
     """Approximate search: faiss IVF-Flat, inner product metric.
 
     Small N gains nothing from IVF, and k-means needs ~39 points per list, so nlist is
-    capped by N / 39; below 2 lists the exact index is used instead.
+    capped by N / 39; below 2 lists the exact index is used instead.  The lists are
+    trained on at most 64 points each (faiss would take up to 256, i.e. every point
+    below a million, for coarse centroids that need no such precision).
     """
     import faiss
 
@@ -418,7 +420,7 @@ def _faiss_ivf(
     nprobe = int(max(1, min(nprobe, nlist)))
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    n_train = min(n, 256 * nlist)
+    n_train = min(n, 64 * nlist)
     train = xn if n_train == n else xn[np.random.default_rng(0).choice(n, n_train, replace=False)]
     if use_gpu:
         res = faiss.StandardGpuResources()
