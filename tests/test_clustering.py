@@ -207,6 +207,11 @@ def test_clusterer_rejects_bad_features():
     clusterer = build_clusterer(cluster_cfg())
     with pytest.raises(ClusteringError, match="NaN"):
         clusterer(torch.full((10, 4), float("nan")))
+    for bad in (float("nan"), float("inf"), -float("inf")):  # one bad value among good rows
+        feats = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
+        feats[7, 2] = bad
+        with pytest.raises(ClusteringError, match="NaN or Inf"):
+            clusterer(feats)
     with pytest.raises(ClusteringError, match="empty"):
         clusterer(np.zeros((0, 4), np.float32))
 

@@ -15,7 +15,7 @@ from ..utils.errors import ClusteringError
 from ..utils.registry import Registry
 from .dbscan import dbscan_precomputed_sparse, relabel_consecutive
 from .jaccard import compute_jaccard_distance_dense, compute_jaccard_distance_sparse
-from .knn import KNN_INDEX_TYPES, ArrayLike, all_finite, as_float32_tensor, knn_search
+from .knn import KNN_INDEX_TYPES, ArrayLike, as_float32_tensor, knn_search
 
 logger = logging.getLogger(__name__)
 
@@ -176,9 +176,9 @@ def _prepare_features(features: ArrayLike) -> torch.Tensor:
     x = as_float32_tensor(features)
     if x.shape[0] == 0:
         raise ClusteringError("no features to cluster (the training set is empty)")
-    if not all_finite(x):
+    norms = x.norm(dim=1)  # NaN or Inf anywhere in a row makes its norm NaN or Inf: no second pass
+    if not bool(torch.isfinite(norms).all()):
         raise ClusteringError("features contain NaN or Inf; check the model and the feature extraction")
-    norms = x.norm(dim=1)
     if bool(((norms - 1).abs() > 1e-3).any()):
         logger.warning("clustering: features are not L2-normalised (norms %.3f..%.3f); normalising them",
                        float(norms.min()), float(norms.max()))

@@ -471,10 +471,7 @@ class CMhybrid_v2(_Hybrid):  # noqa: N801  (the name is the MEMORY.MODE value)
         momentum_update_(self.centroid_bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
         slot, source = batch_instance_slots(targets, self.num_instances)
         rows = (1 + slot) * self.num_clusters + targets
-        # a P x K batch has no cluster past K samples: then every sample writes its own feature,
-        # and on CPU (where checking costs no sync) the copy of the batch is skipped
-        identity = groups.copy_from is None and torch.equal(source, torch.arange(len(source)))
-        self.bank.index_copy_(0, rows, features if identity else features.index_select(0, source))
+        self.bank.index_copy_(0, rows, features.index_select(0, source))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_instances={self.num_instances}"
