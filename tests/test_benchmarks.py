@@ -17,3 +17,15 @@ def test_train_throughput_prints_a_row_per_batch_and_precision(capsys):
     for row in rows:
         assert float(row[2]) > 0  # images/s
         assert 0 < float(row[5].rstrip("%")) < 100  # memory share of the step
+
+
+def test_train_step_prints_a_row_per_memory_mode(capsys):
+    script = runpy.run_path(os.path.join(ROOT, "benchmarks", "train_step.py"))
+    assert script["main"](["--batch", "8", "--clusters", "6", "--dim", "16", "--instances", "2", "--repeats", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [line.split() for line in lines[3:]]
+    assert [r[0] for r in rows] == ["CM", "CMhard", "CMhybrid", "CMhybrid_v2"]
+    for row in rows:
+        times = [float(row[i]) for i in (1, 2, 4, 6, 7, 9, 10)]
+        ratios = [float(row[i].rstrip("x")) for i in (3, 5, 8, 11)]
+        assert all(t > 0 for t in times) and all(r >= 0 for r in ratios)  # tiny sizes: the loop may win

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from hhcl_plugin.config.config import get_cfg
-from hhcl_plugin.memory import MEMORY_REGISTRY, CMhard, CMhybrid, CMhybrid_v2, batch_instance_slots, build_memory
+from hhcl_plugin.memory import (MEMORY_REGISTRY, CMhard, CMhybrid, CMhybrid_v2, batch_groups, batch_instance_slots,
+                               build_memory)
 from hhcl_plugin.memory.reference import banks_of, reference_loss, reference_update_, smoothed_cross_entropy
 
 MODES = ["CM", "CMhard", "CMhybrid", "CMhybrid_v2"]
@@ -186,11 +187,15 @@ def test_hard_update_follows_the_similarities_it_is_given(mode):
     assert not torch.allclose(reversed_sims.hard_bank[present], fresh.hard_bank[present])
 
 
-def test_instance_slots_match_a_batch_order_count():
+@pytest.mark.parametrize("cpu_groups", [False, True], ids=["fixed-shapes", "numpy-from-groups"])
+def test_instance_slots_match_a_batch_order_count(cpu_groups):
     g = torch.Generator().manual_seed(3)
-    for num_instances in (1, 2, 4):
-        targets = torch.randint(0, 5, (40,), generator=g)
-        slot, source = batch_instance_slots(targets, num_instances)
+    for num_instances, size in ((1, 40), (2, 40), (4, 40), (4, 12), (64, 40)):
+        targets = torch.randint(0, 5, (size,), generator=g)
+        slot, source = batch_instance_slots(targets, num_instances, batch_groups(targets) if cpu_groups else None)
+        if source is None:  # no cluster past K: every sample writes its own feature
+            assert cpu_groups and int(torch.bincount(targets).max()) <= num_instances
+            source = torch.arange(size)
         seen = {}
         for i, c in enumerate(targets.tolist()):
             rank = seen.setdefault(c, [])

@@ -49,13 +49,8 @@ class BatchGroups(NamedTuple):
 
     clusters: torch.Tensor  # (G,) bank row (cluster id) written by each group
     member_of: torch.Tensor  # (B,) group of each sample, in 0..G-1
+    counts: torch.Tensor  # (G,) number of batch samples in each group's cluster
     copy_from: Optional[torch.Tensor]  # (G,) group whose value each group takes (per-sample groups), or None
-
-
-def first_of_cluster(targets: torch.Tensor) -> torch.Tensor:
-    """For each sample, the index of the first sample of the batch with the same target ``(B,)``."""
-    same = targets.unsqueeze(0) == targets.unsqueeze(1)
-    return same.to(torch.uint8).argmax(1)  # argmax returns the first maximum
 
 
 def batch_groups(targets: torch.Tensor, fixed_shapes: Optional[bool] = None) -> BatchGroups:
@@ -64,10 +59,11 @@ def batch_groups(targets: torch.Tensor, fixed_shapes: Optional[bool] = None) -> 
     ``fixed_shapes`` forces one or the other (default: fixed shapes on CUDA only).
     """
     if targets.is_cuda if fixed_shapes is None else fixed_shapes:
-        first = first_of_cluster(targets)
-        return BatchGroups(targets, first, first)
-    clusters, inverse = torch.unique(targets, return_inverse=True)
-    return BatchGroups(clusters, inverse, None)
+        same = targets.unsqueeze(0) == targets.unsqueeze(1)
+        first = same.to(torch.uint8).argmax(1)  # argmax returns the first maximum
+        return BatchGroups(targets, first, same.sum(1), first)
+    clusters, inverse, counts = torch.unique(targets, return_inverse=True, return_counts=True)
+    return BatchGroups(clusters, inverse, counts, None)
 
 
 def _per_group(groups: BatchGroups, values: torch.Tensor) -> torch.Tensor:
@@ -78,17 +74,17 @@ def momentum_update_(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, 
     """``bank[r] <- normalize(m * bank[r] + (1 - m) * new[t])`` for each ``r = rows[t]``.
 
     Rows not listed are not touched; rows listed twice must come with equal ``new`` rows.
+    ``new`` is scratch and is overwritten: one (G, D) buffer fewer per step, which on a
+    CPU can cost more in page faults than the arithmetic does.
     """
-    updated = torch.lerp(new, bank.index_select(0, rows), momentum)  # m * bank + (1 - m) * new
+    updated = new.lerp_(bank.index_select(0, rows), momentum)  # m * bank + (1 - m) * new
     bank.index_copy_(0, rows, updated.div_(updated.norm(dim=1, keepdim=True).clamp_(min=1e-12)))
 
 
 def batch_cluster_means(features: torch.Tensor, groups: BatchGroups) -> torch.Tensor:
     """The mean batch feature of each group's cluster ``(G, D)``."""
-    size = groups.clusters.shape[0]
-    sums = features.new_zeros(size, features.shape[1]).index_add_(0, groups.member_of, features)
-    counts = features.new_zeros(size).index_add_(0, groups.member_of, torch.ones_like(features[:, 0]))
-    return _per_group(groups, sums / counts.clamp(min=1).unsqueeze(1))
+    sums = features.new_zeros(groups.clusters.shape[0], features.shape[1]).index_add_(0, groups.member_of, features)
+    return _per_group(groups, sums).div_(groups.counts.unsqueeze(1))
 
 
 def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: torch.Tensor,
@@ -113,14 +109,22 @@ def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: to
     return _per_group(groups, features.index_select(0, masked.argmin(1)))
 
 
-def batch_instance_slots(targets: torch.Tensor, num_instances: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Slot written by each sample and the sample whose feature goes there, both ``(B,)``.
+def batch_instance_slots(targets: torch.Tensor, num_instances: int,
+                         groups: Optional[BatchGroups] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Slot written by each sample ``(B,)`` and the sample whose feature goes there ``(B,)``.
 
     The i-th sample of a cluster in batch order writes slot i.  Samples past the K-th
     of their cluster are sent to slot K-1 again, carrying the K-th sample's feature:
     duplicate destinations then write identical values, so the result of the scatter
     does not depend on write order (deterministic on GPU) and needs no scratch row.
+
+    Given the per-cluster ``groups`` of a CPU batch, the ranks come from a few numpy
+    calls on the B integers, which cost less than the dozen small torch ops of the
+    fixed-shape version, and the source is ``None`` (each sample writes its own
+    feature) unless a cluster has more than K samples.
     """
+    if groups is not None and groups.copy_from is None and targets.device.type == "cpu":
+        return _cpu_instance_slots(groups, num_instances)
     # A stable sort lines each cluster's samples up in batch order; a sample's rank is its
     # distance from the start of its run (O(B log B), fixed shapes, no host sync).
     sorted_targets, order = torch.sort(targets, stable=True)
@@ -133,6 +137,19 @@ def batch_instance_slots(targets: torch.Tensor, num_instances: int) -> Tuple[tor
     rank = torch.empty_like(rank_sorted).index_copy_(0, order, rank_sorted)
     source = torch.empty_like(order).index_copy_(0, order, order.index_select(0, source_sorted))
     return rank.clamp(max=num_instances - 1), source
+
+
+def _cpu_instance_slots(groups: BatchGroups, num_instances: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    member_of, counts = groups.member_of.numpy(), groups.counts.numpy()
+    order = np.argsort(member_of, kind="stable")  # each group's samples in batch order, groups in turn
+    run_start = np.cumsum(counts) - counts
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0]) - np.repeat(run_start, counts)
+    if int(counts.max()) <= num_instances:
+        return torch.from_numpy(rank), None
+    kth = order[np.minimum(run_start + num_instances - 1, order.shape[0] - 1)]  # valid where counts > K
+    source = np.where(rank >= num_instances, kth[member_of], np.arange(order.shape[0]))
+    return torch.from_numpy(np.minimum(rank, num_instances - 1)), torch.from_numpy(source)
 
 
 # ---------------------------------------------------------------------------- autograd node
@@ -276,8 +293,8 @@ class ClusterMemory(nn.Module):
         the update, if already known (the forward's logits hold it); computed otherwise.
         """
         if hard_sims is not None:
-            hard_sims = hard_sims.detach().to(self.bank.dtype)
-        self._update(features.detach().to(self.bank.dtype), targets, hard_sims)
+            hard_sims = _plain(hard_sims, self.bank.dtype)
+        self._update(_plain(features, self.bank.dtype), targets, hard_sims)
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
         raise NotImplementedError
@@ -293,6 +310,13 @@ class ClusterMemory(nn.Module):
     def extra_repr(self) -> str:
         return (f"clusters={self.num_clusters}, dim={self.num_features}, temp={self.temp}, "
                 f"momentum={self.momentum}, label_smooth={self.label_smooth}")
+
+
+def _plain(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Detached and in the bank dtype, without the two calls when they would do nothing (small CPU ops cost)."""
+    if values.requires_grad:
+        values = values.detach()
+    return values if values.dtype == dtype else values.to(dtype)
 
 
 def _as_labels(labels: LabelsLike, features: torch.Tensor) -> torch.Tensor:
@@ -468,10 +492,11 @@ class CMhybrid_v2(_Hybrid):  # noqa: N801  (the name is the MEMORY.MODE value)
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
         groups = batch_groups(targets)
-        momentum_update_(self.centroid_bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
-        slot, source = batch_instance_slots(targets, self.num_instances)
-        rows = (1 + slot) * self.num_clusters + targets
-        self.bank.index_copy_(0, rows, features.index_select(0, source))
+        # the centroids are rows 0..C-1 of the stacked bank; slot k of cluster c is row (1 + k) * C + c
+        momentum_update_(self.bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
+        slot, source = batch_instance_slots(targets, self.num_instances, groups)
+        rows = torch.add(targets, slot, alpha=self.num_clusters).add_(self.num_clusters)
+        self.bank.index_copy_(0, rows, features if source is None else features.index_select(0, source))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_instances={self.num_instances}"
