@@ -118,8 +118,9 @@ def test_explicit_update_matches_reference_and_forward_alone_does_not_update(mod
     assert not torch.equal(memory.bank, before)
 
 
-def test_changing_bank_between_forward_and_backward_raises():
-    memory = build("CM")
+@pytest.mark.parametrize("mode", MODES)
+def test_changing_bank_between_forward_and_backward_raises(mode):
+    memory = build(mode)
     x, targets = batch(0)
     loss = sum(memory(x.clone().requires_grad_(), targets).values())
     memory.update(x, targets)
