@@ -1,0 +1,127 @@
+"""How one batch updates bank rows, vectorised over the batch (no loop over samples or clusters).
+
+Public so that other update schemes (e.g. with all-gathered features under DDP) reuse them.
+A batch touches few clusters (P of a P x K batch), so the update works on *groups* of
+samples, one bank row written per group, never on all C rows:
+
+* on CPU, one group per cluster present (``torch.unique``: the update reads and writes
+  P rows, as a per-cluster loop would, but without the Python loop);
+* on a GPU, where ``torch.unique`` would synchronise with the host, one group per
+  *sample* (fixed shapes, B rows): each sample computes its cluster's value from the
+  cluster's first sample, so duplicate writes carry identical values and the scatter
+  does not depend on write order.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple
+
+import numpy as np
+import torch
+
+
+class BatchGroups(NamedTuple):
+    """How the samples of a batch map to the bank rows they update."""
+
+    clusters: torch.Tensor  # (G,) bank row (cluster id) written by each group
+    member_of: torch.Tensor  # (B,) group of each sample, in 0..G-1
+    counts: torch.Tensor  # (G,) number of batch samples in each group's cluster
+    copy_from: Optional[torch.Tensor]  # (G,) group whose value each group takes (per-sample groups), or None
+
+
+def batch_groups(targets: torch.Tensor, fixed_shapes: Optional[bool] = None) -> BatchGroups:
+    """One group per cluster of the batch on CPU, one per sample (no host sync) on a GPU.
+
+    ``fixed_shapes`` forces one or the other (default: fixed shapes on CUDA only).
+    """
+    if targets.is_cuda if fixed_shapes is None else fixed_shapes:
+        same = targets.unsqueeze(0) == targets.unsqueeze(1)
+        first = same.to(torch.uint8).argmax(1)  # argmax returns the first maximum
+        return BatchGroups(targets, first, same.sum(1), first)
+    clusters, inverse, counts = torch.unique(targets, return_inverse=True, return_counts=True)
+    return BatchGroups(clusters, inverse, counts, None)
+
+
+def _per_group(groups: BatchGroups, values: torch.Tensor) -> torch.Tensor:
+    return values if groups.copy_from is None else values.index_select(0, groups.copy_from)
+
+
+def momentum_update_(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, momentum: float) -> None:
+    """``bank[r] <- normalize(m * bank[r] + (1 - m) * new[t])`` for each ``r = rows[t]``.
+
+    Rows not listed are not touched; rows listed twice must come with equal ``new`` rows.
+    ``new`` is scratch and is overwritten: one (G, D) buffer fewer per step, which on a
+    CPU can cost more in page faults than the arithmetic does.
+    """
+    updated = new.lerp_(bank.index_select(0, rows), momentum)  # m * bank + (1 - m) * new
+    bank.index_copy_(0, rows, updated.div_(updated.norm(dim=1, keepdim=True).clamp_(min=1e-12)))
+
+
+def batch_cluster_means(features: torch.Tensor, groups: BatchGroups) -> torch.Tensor:
+    """The mean batch feature of each group's cluster ``(G, D)``."""
+    sums = features.new_zeros(groups.clusters.shape[0], features.shape[1]).index_add_(0, groups.member_of, features)
+    return _per_group(groups, sums).div_(groups.counts.unsqueeze(1))
+
+
+def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: torch.Tensor,
+                           sims: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Each group's least similar batch feature to its cluster's bank row ``(G, D)``.
+
+    Similarities are taken against the bank before the update; ties go to the earliest
+    sample, as ``np.argmin`` does in the official loop.  ``sims`` (B,), each sample's
+    similarity to its own cluster's row, may be passed in when the caller has it: the
+    training forward computes exactly these among its logits, and reusing them saves
+    the one read of the batch that the update would otherwise need.
+    """
+    if sims is None:
+        rows = bank.index_select(0, groups.clusters)
+        if groups.copy_from is None:  # few groups: one (B x G) product reads the batch once
+            sims = (features @ rows.T).gather(1, groups.member_of.unsqueeze(1)).squeeze(1)
+        else:  # one group per sample: a product would be B x B
+            sims = (features * rows.index_select(0, groups.member_of)).sum(1)
+    # (G, B): sample i's similarity in its group's row, +inf elsewhere; argmin takes the first minimum
+    masked = sims.new_full((groups.clusters.shape[0], sims.shape[0]), float("inf"))
+    masked.scatter_(0, groups.member_of.unsqueeze(0), sims.unsqueeze(0))
+    return _per_group(groups, features.index_select(0, masked.argmin(1)))
+
+
+def batch_instance_slots(targets: torch.Tensor, num_instances: int,
+                         groups: Optional[BatchGroups] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Slot written by each sample ``(B,)`` and the sample whose feature goes there ``(B,)``.
+
+    The i-th sample of a cluster in batch order writes slot i.  Samples past the K-th
+    of their cluster are sent to slot K-1 again, carrying the K-th sample's feature:
+    duplicate destinations then write identical values, so the result of the scatter
+    does not depend on write order (deterministic on GPU) and needs no scratch row.
+
+    Given the per-cluster ``groups`` of a CPU batch, the ranks come from a few numpy
+    calls on the B integers, which cost less than the dozen small torch ops of the
+    fixed-shape version, and the source is ``None`` (each sample writes its own
+    feature) unless a cluster has more than K samples.
+    """
+    if groups is not None and groups.copy_from is None and targets.device.type == "cpu":
+        return _cpu_instance_slots(groups, num_instances)
+    # A stable sort lines each cluster's samples up in batch order; a sample's rank is its
+    # distance from the start of its run (O(B log B), fixed shapes, no host sync).
+    sorted_targets, order = torch.sort(targets, stable=True)
+    position = torch.arange(targets.shape[0], device=targets.device)
+    starts = torch.ones_like(sorted_targets, dtype=torch.bool)
+    starts[1:] = sorted_targets[1:] != sorted_targets[:-1]
+    run_start = torch.where(starts, position, torch.zeros_like(position)).cummax(0).values
+    rank_sorted = position - run_start
+    source_sorted = torch.where(rank_sorted >= num_instances, run_start + num_instances - 1, position)
+    rank = torch.empty_like(rank_sorted).index_copy_(0, order, rank_sorted)
+    source = torch.empty_like(order).index_copy_(0, order, order.index_select(0, source_sorted))
+    return rank.clamp(max=num_instances - 1), source
+
+
+def _cpu_instance_slots(groups: BatchGroups, num_instances: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    member_of, counts = groups.member_of.numpy(), groups.counts.numpy()
+    order = np.argsort(member_of, kind="stable")  # each group's samples in batch order, groups in turn
+    run_start = np.cumsum(counts) - counts
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0]) - np.repeat(run_start, counts)
+    if int(counts.max()) <= num_instances:
+        return torch.from_numpy(rank), None
+    kth = order[np.minimum(run_start + num_instances - 1, order.shape[0] - 1)]  # valid where counts > K
+    source = np.where(rank >= num_instances, kth[member_of], np.arange(order.shape[0]))
+    return torch.from_numpy(np.minimum(rank, num_instances - 1)), torch.from_numpy(source)
