@@ -1,6 +1,7 @@
 """Deployment: the embedding API and CLI, ONNX and TorchScript exports against PyTorch."""
 import glob
 import os
+import shlex
 
 import numpy as np
 import pytest
@@ -10,6 +11,9 @@ from conftest import tiny_opts
 from hhcl_plugin.config import setup_cfg
 from hhcl_plugin.deploy import Embedder, export_onnx, export_torchscript, list_images
 from hhcl_plugin.engine.checkpoint import save_checkpoint
+from hhcl_plugin.tools import embed as embed_tool
+from hhcl_plugin.tools import export as export_tool
+from hhcl_plugin.tools.cli import parse_command_line
 from hhcl_plugin.tools.embed import main as embed_main
 from hhcl_plugin.tools.export import main as export_main
 
@@ -36,8 +40,9 @@ def opts(synth_root, tmp_path, weights):
 def test_embed_cli_writes_unit_norm_features_that_use_the_weights(synth_root, tmp_path, weights):
     folder = glob.glob(os.path.join(synth_root, "*", "query"))[0]
     out = str(tmp_path / "q.npz")
-    assert embed_main(["--config-file", CONFIG, "--input", folder, "--output", out,
-                       *opts(synth_root, tmp_path, weights)]) == 0
+    # overrides before the tool's own flags, as the README writes it
+    assert embed_main(["--config-file", CONFIG, *opts(synth_root, tmp_path, weights),
+                       "--input", folder, "--output", out]) == 0
     saved = np.load(out)
     paths = list_images(folder)
     assert saved["features"].shape[0] == len(paths) and list(saved["paths"]) == paths
@@ -46,6 +51,16 @@ def test_embed_cli_writes_unit_norm_features_that_use_the_weights(synth_root, tm
     assert not np.allclose(plain, saved["features"][:4], atol=1e-3)  # the checkpoint was loaded
     again = Embedder(setup_cfg(CONFIG, opts(synth_root, tmp_path, weights))).embed(paths[:4], batch_size=3)
     np.testing.assert_allclose(again, saved["features"][:4], atol=1e-5)
+
+
+def test_readme_command_lines_parse():
+    """The README's hhcl-embed / hhcl-export lines give the tools' flags after the KEY VALUE overrides."""
+    text = open(os.path.join(REPO, "README.md")).read().replace("\\\n", " ")
+    for prog, module in (("hhcl-embed", embed_tool), ("hhcl-export", export_tool)):
+        line = next(line for line in text.splitlines() if line.startswith(prog + " "))
+        args = parse_command_line(module.build_parser(), shlex.split(line)[1:])
+        assert args.opts == ["MODEL.WEIGHTS", "output/hhcl_synth/best.pth"], line
+        assert args.output and args.config_file == "configs/hhcl_synth.yml"
 
 
 def test_embed_cli_errors_are_one_line(tmp_path, capsys):

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from hhcl_plugin.utils.registry import Registry
@@ -50,3 +53,13 @@ def test_plugin_registries_are_populated():
     assert "CameraAwarePKSampler" in SAMPLER_REGISTRY
     assert "dbscan_jaccard" in CLUSTERER_REGISTRY
     assert {"resnet50", "resnet50_ibn_a", "osnet_x1_0", "efficientnet_lite0", "timm"} <= set(BACKBONE_REGISTRY.names())
+
+
+def test_importing_the_package_alone_registers_its_parts():
+    """A fresh interpreter: nothing else has imported the subpackages for it."""
+    code = ("import hhcl_plugin\n"
+            "from hhcl_plugin.memory import MEMORY_REGISTRY\n"
+            "from hhcl_plugin.utils import torchreid_compat as tr\n"
+            "print(len(MEMORY_REGISTRY.names()), 'synthreid' in getattr(tr.data.datasets, '__image_datasets'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["4", "True"]

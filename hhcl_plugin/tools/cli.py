@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import Callable, List, Optional
 
 from ..utils import comm
 from ..utils.errors import UserError
@@ -31,4 +31,9 @@ def run_cli(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides, anywhere on the line")
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """Flags and ``KEY VALUE`` overrides in any order (``... MODEL.WEIGHTS W --output F`` works)."""
+    return parser.parse_intermixed_args(argv)

@@ -12,7 +12,7 @@ import numpy as np
 from ..config import setup_cfg
 from ..deploy import Embedder, list_images
 from ..utils.logger import setup_logger
-from .cli import add_config_arguments, run_cli
+from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli("hhcl-embed", run, build_parser().parse_args(argv))
+    return run_cli("hhcl-embed", run, parse_command_line(build_parser(), argv))
 
 
 if __name__ == "__main__":

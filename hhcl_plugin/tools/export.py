@@ -9,7 +9,7 @@ from typing import List, Optional
 from ..config import setup_cfg
 from ..deploy import Embedder, export_onnx, export_torchscript
 from ..utils.logger import setup_logger
-from .cli import add_config_arguments, run_cli
+from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
 EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli("hhcl-export", run, build_parser().parse_args(argv))
+    return run_cli("hhcl-export", run, parse_command_line(build_parser(), argv))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from ..utils import comm
 from ..utils.env import seed_all
 from ..utils.errors import UserError
 from ..utils.logger import setup_logger
-from .cli import add_config_arguments, run_cli
+from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli("hhcl-train", run, build_parser().parse_args(argv), "interrupted; resume with --resume")
+    return run_cli("hhcl-train", run, parse_command_line(build_parser(), argv), "interrupted; resume with --resume")
 
 
 if __name__ == "__main__":
