@@ -50,6 +50,13 @@ def test_unknown_key_is_named(tmp_path):
     (["CLUSTER.EPS", "1.5"], "CLUSTER.EPS"),
     (["SOLVER.IMS_PER_BATCH", "100"], "multiple of"),
     (["SOLVER.BASE_LR"], "KEY VALUE"),
+    # registered parts and memory settings fail here, not after the first feature extraction
+    (["MEMORY.MODE", "CMhybird"], "MEMORY.MODE is 'CMhybird', expected one of CM, CMhard, CMhybrid"),
+    (["DATALOADER.SAMPLER", "PK"], "DATALOADER.SAMPLER is 'PK'"),
+    (["ENGINE", "Trainer"], "ENGINE is 'Trainer'"),
+    (["CLUSTER.NAME", "kmeans"], "CLUSTER.NAME is 'kmeans'"),
+    (["MEMORY.MOMENTUM", "1.5"], r"MEMORY.MOMENTUM must be in \[0, 1\]"),
+    (["MEMORY.TEMP", "0.0"], "MEMORY.TEMP must be > 0"),
 ])
 def test_bad_values_are_rejected(opts, pattern):
     with pytest.raises(ConfigError, match=pattern):

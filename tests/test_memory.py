@@ -327,6 +327,14 @@ def test_construction_errors():
         build_memory(make_cfg("CM", temp=0.0), feats, labels)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_batch_changes_nothing(mode):
+    memory = build(mode)
+    before = memory.bank.clone()
+    memory.update(torch.zeros(0, D, dtype=torch.float64), torch.zeros(0, dtype=torch.long))
+    assert torch.equal(memory.bank, before)
+
+
 def test_state_dict_round_trip():
     memory = build("CMhybrid_v2")
     x, targets = batch(0)

@@ -113,3 +113,14 @@ def test_bf16_autocast_trains_with_float32_memory(synth_root, tmp_path):
     assert engine.memory.bank.dtype == torch.float32
     assert torch.isfinite(engine.memory.bank).all()
     assert any(not torch.equal(v, before[k]) for k, v in engine.model.state_dict().items() if v.is_floating_point())
+
+
+def test_training_curves_take_loss_terms_from_every_epoch(tmp_path):
+    """A run resumed with another MEMORY.MODE logs other loss terms after the resume."""
+    from hhcl_plugin.engine.report import plot_training_curves
+
+    epochs = [{"epoch": 1, "loss": 1.0, "loss_hard": 0.6, "loss_centroid": 0.4, "clusters": 5, "outlier_ratio": 0.1},
+              {"epoch": 2, "loss": 0.9, "loss_centroid": 0.5, "loss_instance": 0.4, "clusters": 6, "outlier_ratio": 0.1}]
+    written = plot_training_curves({"epochs": epochs}, str(tmp_path))
+    assert sorted(os.path.basename(p) for p in written) == ["clusters.png", "loss.png"]
+    assert all(os.path.getsize(p) > 0 for p in written)

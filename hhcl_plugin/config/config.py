@@ -119,3 +119,28 @@ def check_cfg(cfg: CfgNode) -> None:
         raise ConfigError(f"CLUSTER.EPS is {cfg.CLUSTER.EPS}; the Jaccard distance lies in [0, 1], use 0 < EPS < 1")
     if not cfg.DATASETS.NAMES:
         raise ConfigError("DATASETS.NAMES is empty; name at least one dataset, e.g. market1501 or synthreid")
+    _check_registered_parts(cfg)
+
+
+def _check_registered_parts(cfg: CfgNode) -> None:
+    """Names and settings of the registered parts, checked before any work instead of at the first clustering.
+
+    The memory's own constructor checks its settings, so a throw-away 1 x 1 memory checks them here.
+    """
+    from ..clustering import CLUSTERER_REGISTRY
+    from ..data import SAMPLER_REGISTRY
+    from ..engine import ENGINE_REGISTRY
+    from ..memory import MEMORY_REGISTRY
+
+    for key, registry in (("ENGINE", ENGINE_REGISTRY), ("CLUSTER.NAME", CLUSTERER_REGISTRY),
+                          ("DATALOADER.SAMPLER", SAMPLER_REGISTRY), ("MEMORY.MODE", MEMORY_REGISTRY)):
+        name = cfg
+        for part in key.split("."):
+            name = name[part]
+        if name not in registry:
+            raise ConfigError(f"{key} is '{name}', expected one of {', '.join(registry.names())}")
+    memory = MEMORY_REGISTRY.get(cfg.MEMORY.MODE)
+    try:
+        memory(1, 1, **memory.kwargs_from_cfg(cfg))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

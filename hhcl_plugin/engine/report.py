@@ -49,9 +49,10 @@ def plot_training_curves(metrics: Dict, folder: str) -> List[str]:
     if epochs:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         x = [e["epoch"] for e in epochs]
-        terms = sorted(k for k in epochs[0] if k.startswith("loss_"))
+        # all epochs' terms: a run resumed with another MEMORY.MODE has other terms after the resume
+        terms = sorted({k for e in epochs for k in e if k.startswith("loss_")})
         for key in terms + (["loss"] if len(terms) > 1 else []):  # the total only when it adds something
-            ax.plot(x, [e[key] for e in epochs], marker="o", label=key)
+            ax.plot(x, [e.get(key, float("nan")) for e in epochs], marker="o", label=key)
         ax.set(xlabel="epoch", ylabel="mean loss over the epoch", title="Training loss")
         ax.legend()
         ax.grid(alpha=0.3)

@@ -174,7 +174,10 @@ class ClusterMemory(nn.Module):
 
         ``hard_sims`` (B,): each sample's similarity to its cluster's hard-bank row before
         the update, if already known (the forward's logits hold it); computed otherwise.
+        An empty batch changes nothing.
         """
+        if targets.numel() == 0:
+            return
         if hard_sims is not None:
             hard_sims = _plain(hard_sims, self.bank.dtype)
         self._update(_plain(features, self.bank.dtype), targets, hard_sims)
