@@ -51,10 +51,11 @@ def test_unknown_key_is_named(tmp_path):
     (["SOLVER.IMS_PER_BATCH", "100"], "multiple of"),
     (["SOLVER.BASE_LR"], "KEY VALUE"),
     # registered parts and memory settings fail here, not after the first feature extraction
-    (["MEMORY.MODE", "CMhybird"], "MEMORY.MODE is 'CMhybird', expected one of CM, CMhard, CMhybrid"),
-    (["DATALOADER.SAMPLER", "PK"], "DATALOADER.SAMPLER is 'PK'"),
-    (["ENGINE", "Trainer"], "ENGINE is 'Trainer'"),
-    (["CLUSTER.NAME", "kmeans"], "CLUSTER.NAME is 'kmeans'"),
+    (["MEMORY.MODE", "CMhybird"], "MEMORY.MODE: No object named 'CMhybird' in the MEMORY registry. "
+                                  "Registered names: CM, CMhard, CMhybrid"),
+    (["DATALOADER.SAMPLER", "PK"], "DATALOADER.SAMPLER: No object named 'PK' in the SAMPLER registry"),
+    (["ENGINE", "Trainer"], "ENGINE: No object named 'Trainer' in the ENGINE registry"),
+    (["CLUSTER.NAME", "kmeans"], "CLUSTER.NAME: No object named 'kmeans' in the CLUSTERER registry"),
     (["MEMORY.MOMENTUM", "1.5"], r"MEMORY.MOMENTUM must be in \[0, 1\]"),
     (["MEMORY.TEMP", "0.0"], "MEMORY.TEMP must be > 0"),
 ])

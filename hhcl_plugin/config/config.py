@@ -137,8 +137,10 @@ def _check_registered_parts(cfg: CfgNode) -> None:
         name = cfg
         for part in key.split("."):
             name = name[part]
-        if name not in registry:
-            raise ConfigError(f"{key} is '{name}', expected one of {', '.join(registry.names())}")
+        try:
+            registry.get(name)
+        except KeyError as e:
+            raise ConfigError(f"{key}: {e.args[0]}") from None
     memory = MEMORY_REGISTRY.get(cfg.MEMORY.MODE)
     try:
         memory(1, 1, **memory.kwargs_from_cfg(cfg))

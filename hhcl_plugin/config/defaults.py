@@ -65,7 +65,6 @@ _C.CLUSTER.KNN_INDEX = "exact"  # exact | ivf (approximate, for very large N)
 # exact search on CPU: screen block products in bfloat16 where the CPU has bf16 matrix units,
 # then re-score survivors in float32 (same neighbours, ~2x faster); False: float32 blocks only
 _C.CLUSTER.KNN_BF16_SCREEN = True
-_C.CLUSTER.BATCH_SIZE = 256  # feature extraction batch size
 
 # ---------------------------------------------------------------------------- memory
 _C.MEMORY = CN()
@@ -86,7 +85,6 @@ _C.SOLVER.GAMMA = 0.1
 _C.SOLVER.MAX_EPOCH = 60
 _C.SOLVER.ITERS = 200
 _C.SOLVER.IMS_PER_BATCH = 256
-_C.SOLVER.CHECKPOINT_PERIOD = 1
 _C.SOLVER.LOG_PERIOD = 20
 # Mixed precision for the network: off | fp16 (with loss scaling) | bf16. The memory banks,
 # their logits and their update always run in float32.

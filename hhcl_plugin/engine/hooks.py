@@ -64,6 +64,9 @@ class ClusteringHook(HookBase):
         labels, stats, distances = self._cluster_on_main(features)
         eng.epoch_stats = stats
         eng.pseudo_labels = labels
+        if stats["clusters"] == 1:  # reachable with P = 1 identity per batch; a softmax over one class is constant
+            logger.warning("epoch %d: one cluster only, so every memory loss is 0 and the model will not change; "
+                           "lower CLUSTER.EPS (now %s) or CLUSTER.MIN_SAMPLES", eng.epoch + 1, cfg.CLUSTER.EPS)
         eng.memory = build_memory(cfg, features, labels,
                                   generator=torch.Generator().manual_seed(cfg.SEED + eng.epoch))
         # under DDP the memory is updated with the batches of all ranks, after backward
