@@ -104,12 +104,8 @@ def check_cfg(cfg: CfgNode) -> None:
         "DATALOADER.ON_BAD_IMAGE": ("error", "skip"),
     }
     for key, allowed in choices.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        if node[leaf] not in allowed:
-            raise ConfigError(f"{key} is '{node[leaf]}', expected one of {', '.join(allowed)}")
+        if _value(cfg, key) not in allowed:
+            raise ConfigError(f"{key} is '{_value(cfg, key)}', expected one of {', '.join(allowed)}")
     if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCES:
         raise ConfigError(
             f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
@@ -134,11 +130,8 @@ def _check_registered_parts(cfg: CfgNode) -> None:
 
     for key, registry in (("ENGINE", ENGINE_REGISTRY), ("CLUSTER.NAME", CLUSTERER_REGISTRY),
                           ("DATALOADER.SAMPLER", SAMPLER_REGISTRY), ("MEMORY.MODE", MEMORY_REGISTRY)):
-        name = cfg
-        for part in key.split("."):
-            name = name[part]
         try:
-            registry.get(name)
+            registry.get(_value(cfg, key))
         except KeyError as e:
             raise ConfigError(f"{key}: {e.args[0]}") from None
     memory = MEMORY_REGISTRY.get(cfg.MEMORY.MODE)
@@ -146,3 +139,10 @@ def _check_registered_parts(cfg: CfgNode) -> None:
         memory(1, 1, **memory.kwargs_from_cfg(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _value(cfg: CfgNode, key: str) -> Any:
+    """``cfg.A.B`` for ``key = "A.B"``."""
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
