@@ -34,8 +34,10 @@ def test_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(synth_roo
     ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
     assert main(["--config-file", CONFIG, *opts(synth_root, ref)]) == 0
 
+    # same intra-op thread count as this process: CPU reductions round differently with another split
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen([sys.executable, "-m", "hhcl_plugin.tools.train", "--config-file", CONFIG,
-                             *opts(synth_root, killed)], cwd=REPO, stdout=subprocess.DEVNULL,
+                             *opts(synth_root, killed)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         wait_for_epoch(os.path.join(killed, "last.pth"), 1, proc)
