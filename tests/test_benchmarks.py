@@ -30,3 +30,13 @@ def test_train_step_prints_a_row_per_memory_mode(capsys):
         times = [float(row[i]) for i in (1, 2, 4, 6, 7, 9, 10)]
         ratios = [float(row[i].rstrip("x")) for i in (3, 5, 8, 11)]
         assert all(t > 0 for t in times) and all(r >= 0 for r in ratios)  # tiny sizes: the loop may win
+
+
+def test_data_loading_prints_a_row_per_worker_count(synth_root, capsys):
+    script = runpy.run_path(os.path.join(ROOT, "benchmarks", "data_loading.py"))
+    assert script["main"](["DATASETS.ROOT", synth_root, "DATASETS.SYNTH_PRESET", "tiny", "INPUT.SIZE_TRAIN", "[64, 32]",
+                           "SOLVER.IMS_PER_BATCH", "16", "--workers", "0", "1", "--batches", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [line.split() for line in lines[3:]]
+    assert [r[0] for r in rows] == ["0", "1"]
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)  # images/s, per worker

@@ -1,6 +1,7 @@
 """End to end: the launcher on the tiny synthetic set, resume, and user errors from the CLI."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -33,7 +34,12 @@ def test_two_epoch_run_writes_metrics_and_checkpoints(trained):
     assert last["epoch"] == 2
     assert os.path.isfile(os.path.join(trained, "best.pth"))
     assert os.listdir(os.path.join(trained, "tensorboard"))
-    assert "results on synthreid" in open(os.path.join(trained, "log.txt")).read()
+    log = open(os.path.join(trained, "log.txt")).read()
+    assert "results on synthreid" in log
+    speeds = re.findall(r"iter 2/2 .* ([0-9.]+) s/it \(data ([0-9.]+)\)  ([0-9]+) img/s", log)
+    assert len(speeds) == 2  # one line per epoch (2 iterations each)
+    for iter_s, data_s, images_per_s in speeds:
+        assert 0 <= float(data_s) <= float(iter_s) and float(iter_s) > 0 and int(images_per_s) > 0
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2] and "loss" in metrics["epochs"][0]
     for name in ("loss.png", "retrieval.png", "clusters.png"):
         assert open(os.path.join(trained, "plots", name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
