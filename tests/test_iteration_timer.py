@@ -35,7 +35,7 @@ def test_timer_splits_each_iteration_into_waiting_for_data_and_the_step(monkeypa
 
 
 def engine_view(device):
-    return SimpleNamespace(device=torch.device(device), epoch=0, cfg=SimpleNamespace(
+    return SimpleNamespace(device=torch.device(device), epoch=0, warned_input_bound=False, cfg=SimpleNamespace(
         DATALOADER=SimpleNamespace(NUM_WORKERS=4)))
 
 

@@ -65,6 +65,7 @@ class HHCLEngine(tr.Engine):
         self.best_mAP, self.is_best = -1.0, False
         self.metrics: Dict = {"evaluations": []}
         self.epoch_stats: Dict = {}
+        self.warned_input_bound = False
         self.memory = None
         self.pseudo_labels: Optional[np.ndarray] = None
         self.hooks: List[HookBase] = []
@@ -138,9 +139,9 @@ class HHCLEngine(tr.Engine):
     def _warn_if_input_bound(self, data_share: float) -> None:
         """Say once when the GPU waits for images: the recipe's 4 workers feed ~1,600 images/s
         at 256x128 (about 400 per core measured on a CPU), a few times less than a recent GPU trains."""
-        if self.device.type != "cuda" or data_share < 0.25 or getattr(self, "_warned_input_bound", False):
+        if self.device.type != "cuda" or data_share < 0.25 or self.warned_input_bound:
             return
-        self._warned_input_bound = True
+        self.warned_input_bound = True
         logger.warning("epoch %d: training waited for the data loader %.0f%% of the time; raise "
                        "DATALOADER.NUM_WORKERS (now %d) up to the CPU cores available",
                        self.epoch + 1, 100 * data_share, self.cfg.DATALOADER.NUM_WORKERS)
