@@ -54,8 +54,11 @@ def memory_worker(rank, world, port, out):
         feats, targets = batches[rank]
         x = feats.clone().requires_grad_()
         sum(memory(x, targets).values()).backward()
-        memory.update(comm.all_gather_tensor(feats), comm.all_gather_tensor(targets))
+        memory.update(comm.all_gather_equal(feats), comm.all_gather_equal(targets))  # what the engine calls
         torch.save(memory.bank.clone(), os.path.join(out, f"{mode}_{rank}.pt"))
+    uneven = torch.arange(3 + 2 * rank, dtype=torch.float64).unsqueeze(1) + 10 * rank  # 3 rows on rank 0, 5 on 1
+    torch.save({"equal": comm.all_gather_equal(batches[rank][1]), "uneven": comm.all_gather_tensor(uneven)},
+               os.path.join(out, f"gathered_{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -87,6 +90,11 @@ def test_memory_update_with_gathered_batches_equals_one_process_with_the_global_
         assert (banks[0] - banks[1]).abs().max() <= 1e-6, mode
         assert (banks[0] - memory.bank).abs().max() <= 1e-6, mode
         assert not torch.equal(banks[0], memory_inputs(mode)[0].bank), mode  # the banks did move
+    _, batches = memory_inputs("CM")
+    for r in range(2):
+        gathered = torch.load(tmp_path / f"gathered_{r}.pt")
+        assert torch.equal(gathered["equal"], torch.cat([t for _, t in batches]))  # rank order
+        assert gathered["uneven"].squeeze(1).tolist() == [0, 1, 2, 10, 11, 12, 13, 14]
 
 
 def test_two_process_training_keeps_ranks_identical(synth_root, tmp_path):

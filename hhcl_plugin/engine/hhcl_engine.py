@@ -158,7 +158,7 @@ class HHCLEngine(tr.Engine):
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if not self.memory.update_in_backward:  # DDP: every rank updates with the global batch
-            self.memory.update(comm.all_gather_tensor(features.detach().float()), comm.all_gather_tensor(targets))
+            self.memory.update(comm.all_gather_equal(features.detach().float()), comm.all_gather_equal(targets))
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
