@@ -38,7 +38,7 @@ def images_per_second(cfg, data, workers: int, batches: int) -> float:
     per_batch = cfg.SOLVER.IMS_PER_BATCH
     sampler = RandomSampler(data.train, replacement=True, num_samples=per_batch * (batches + 2))
     batches_left = iter(build_train_loader(cfg, data.train, data.transform_train, sampler))
-    next(batches_left), next(batches_left)  # workers started and their queues filled
+    next(batches_left), next(batches_left)  # not timed: worker start-up
     start = time.perf_counter()
     images = sum(batch["img"].shape[0] for batch in batches_left)
     return images / (time.perf_counter() - start)
