@@ -28,7 +28,7 @@ from torch.utils.data import RandomSampler
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hhcl_plugin.config import setup_cfg  # noqa: E402
 from hhcl_plugin.data import build_data, build_train_loader  # noqa: E402
-from hhcl_plugin.tools.cli import add_config_arguments, parse_command_line  # noqa: E402
+from hhcl_plugin.tools.cli import add_config_arguments, parse_command_line, run_cli  # noqa: E402
 
 
 def images_per_second(cfg, data, workers: int, batches: int) -> float:
@@ -50,8 +50,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.set_defaults(config_file="configs/hhcl_r50.yml")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2, 4])
     parser.add_argument("--batches", type=int, default=12, help="timed batches per setting")
-    args = parse_command_line(parser, argv)
     logging.basicConfig(level=logging.WARNING)
+    return run_cli("data_loading.py", run, parse_command_line(parser, argv))  # a wrong dataset: one line, exit 2
+
+
+def run(args: argparse.Namespace) -> int:
     cfg = setup_cfg(args.config_file, ["DATASETS.NAMES", "('synthreid',)", *args.opts])
     data = build_data(cfg)
     rows = []

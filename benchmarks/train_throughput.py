@@ -39,7 +39,7 @@ from hhcl_plugin.tools.cli import add_config_arguments, parse_command_line  # no
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def timed_ms(steps: List[Callable[[], None]], iters: int, warmup: int, device: torch.device) -> List[List[float]]:
+def interleaved_ms(steps: List[Callable[[], None]], iters: int, warmup: int, device: torch.device) -> List[List[float]]:
     """Milliseconds of each of ``steps`` over ``iters`` rounds, the steps run in turn (A B A B ...)
     so that drifting clocks and host load hit them alike; the device synchronised around each."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -95,11 +95,11 @@ def measure(cfg, device: torch.device, batch: int, precision: str, clusters: int
     def memory_step() -> None:
         memory_loss(features_seen["x"].clone().requires_grad_()).backward()
 
-    steps, bare_steps = timed_ms([lambda: train_step(memory_loss), lambda: train_step(lambda f: (f @ direction).sum())],
-                                 iters, warmup, device)
+    steps, bare_steps = interleaved_ms(
+        [lambda: train_step(memory_loss), lambda: train_step(lambda f: (f @ direction).sum())], iters, warmup, device)
     step_ms, bare_ms = statistics.median(steps), statistics.median(bare_steps)
     in_step_ms = statistics.median([a - b for a, b in zip(steps, bare_steps)])  # paired: one round's conditions
-    memory_ms = statistics.median(timed_ms([memory_step], iters, warmup, device)[0])
+    memory_ms = statistics.median(interleaved_ms([memory_step], iters, warmup, device)[0])
     peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda" else "-"
     return [batch, precision, f"{batch * 1000 / step_ms:.1f}", f"{step_ms:.1f}", f"{bare_ms:.1f}",
             f"{memory_ms:.2f}", f"{100 * memory_ms / step_ms:.1f}%", f"{100 * in_step_ms / step_ms:.1f}%", peak]

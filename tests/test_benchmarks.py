@@ -40,3 +40,10 @@ def test_data_loading_prints_a_row_per_worker_count(synth_root, capsys):
     rows = [line.split() for line in lines[3:]]
     assert [r[0] for r in rows] == ["0", "1"]
     assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)  # images/s, per worker
+
+
+def test_data_loading_names_a_missing_dataset_in_one_line(tmp_path, capsys):
+    script = runpy.run_path(os.path.join(ROOT, "benchmarks", "data_loading.py"))
+    assert script["main"](["DATASETS.NAMES", "('market1501',)", "DATASETS.ROOT", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("data_loading.py: error:") and "market1501" in err[0]

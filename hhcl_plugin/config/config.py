@@ -104,8 +104,9 @@ def check_cfg(cfg: CfgNode) -> None:
         "DATALOADER.ON_BAD_IMAGE": ("error", "skip"),
     }
     for key, allowed in choices.items():
-        if _value(cfg, key) not in allowed:
-            raise ConfigError(f"{key} is '{_value(cfg, key)}', expected one of {', '.join(allowed)}")
+        value = _value(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} is '{value}', expected one of {', '.join(allowed)}")
     if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCES:
         raise ConfigError(
             f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
