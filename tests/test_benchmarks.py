@@ -30,6 +30,7 @@ def test_train_step_prints_a_row_per_memory_mode(capsys):
         times = [float(row[i]) for i in (1, 2, 4, 6, 7, 9, 10)]
         ratios = [float(row[i].rstrip("x")) for i in (3, 5, 8, 11)]
         assert all(t > 0 for t in times) and all(r >= 0 for r in ratios)  # tiny sizes: the loop may win
+        assert int(row[12]) > 0  # operations of one update in the GPU's layout
 
 
 def test_data_loading_prints_a_row_per_worker_count(synth_root, capsys):

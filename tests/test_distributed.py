@@ -64,7 +64,12 @@ def memory_worker(rank, world, port, out):
 
 def train_worker(rank, world, port, root, out):
     join_group(rank, world, port)
+    from hhcl_plugin.engine import hooks
     from hhcl_plugin.tools.train import build_engine, build_parser
+
+    if rank == 1:  # banks built from features rounded otherwise, as a GPU's unordered sums may give
+        build = hooks.build_memory
+        hooks.build_memory = lambda cfg, features, *args, **kwargs: build(cfg, features + 1e-4, *args, **kwargs)
 
     opts = tiny_opts(root, os.path.join(out, "run")) + ["SOLVER.MAX_EPOCH", "1", "SOLVER.ITERS", "3",
                                                       "SOLVER.IMS_PER_BATCH", "8", "INPUT.TRANSFORMS", "[]"]
@@ -101,7 +106,7 @@ def test_two_process_training_keeps_ranks_identical(synth_root, tmp_path):
     spawn(train_worker, synth_root, str(tmp_path))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert torch.equal(r0["labels"], r1["labels"]) and (r0["labels"] >= 0).any()
-    assert (r0["bank"] - r1["bank"]).abs().max() <= 1e-6
+    assert torch.equal(r0["bank"], r1["bank"])  # rank 0's banks, then the same updates on every rank
     for key, value in r0["model"].items():
         assert torch.allclose(value.float(), r1["model"][key].float(), atol=1e-6), key
     assert os.path.isfile(tmp_path / "run" / "last.pth")  # written by rank 0

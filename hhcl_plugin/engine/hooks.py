@@ -69,6 +69,9 @@ class ClusteringHook(HookBase):
                            "lower CLUSTER.EPS (now %s) or CLUSTER.MIN_SAMPLES", eng.epoch + 1, cfg.CLUSTER.EPS)
         eng.memory = build_memory(cfg, features, labels,
                                   generator=torch.Generator().manual_seed(cfg.SEED + eng.epoch))
+        # every rank builds the banks from the same gathered features, but a GPU's index_add_
+        # sums them in a varying order: all ranks start the epoch from rank 0's bits
+        comm.broadcast_buffers(eng.memory)
         # under DDP the memory is updated with the batches of all ranks, after backward
         eng.memory.update_in_backward = comm.get_world_size() == 1
         items = [(path, int(label), cam) for (path, _, cam), label in zip(data.train, labels) if label >= 0]

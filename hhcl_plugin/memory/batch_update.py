@@ -7,9 +7,12 @@ samples, one bank row written per group, never on all C rows:
 * on CPU, one group per cluster present (``torch.unique``: the update reads and writes
   P rows, as a per-cluster loop would, but without the Python loop);
 * on a GPU, where ``torch.unique`` would synchronise with the host, one group per
-  *sample* (fixed shapes, B rows): each sample computes its cluster's value from the
-  cluster's first sample, so duplicate writes carry identical values and the scatter
-  does not depend on write order.
+  *sample* (fixed shapes, B rows), built on the (B x B) "same cluster" matrix: each
+  sample computes its cluster's value from the cluster's first sample, so duplicate
+  writes carry identical values and the scatter does not depend on write order.  Sums
+  over a cluster are a product with that matrix rather than an ``index_add_``, whose
+  CUDA atomics add in a varying order: the update is bitwise repeatable, and ranks that
+  update with the same gathered batch hold bitwise identical banks.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ class BatchGroups(NamedTuple):
     member_of: torch.Tensor  # (B,) group of each sample, in 0..G-1
     counts: torch.Tensor  # (G,) number of batch samples in each group's cluster
     copy_from: Optional[torch.Tensor]  # (G,) group whose value each group takes (per-sample groups), or None
+    same: Optional[torch.Tensor] = None  # (B, B) bool, samples i and j share a cluster (per-sample groups)
 
 
 def batch_groups(targets: torch.Tensor, fixed_shapes: Optional[bool] = None) -> BatchGroups:
@@ -36,13 +40,9 @@ def batch_groups(targets: torch.Tensor, fixed_shapes: Optional[bool] = None) -> 
     if targets.is_cuda if fixed_shapes is None else fixed_shapes:
         same = targets.unsqueeze(0) == targets.unsqueeze(1)
         first = same.to(torch.uint8).argmax(1)  # argmax returns the first maximum
-        return BatchGroups(targets, first, same.sum(1), first)
+        return BatchGroups(targets, first, same.sum(1), first, same)
     clusters, inverse, counts = torch.unique(targets, return_inverse=True, return_counts=True)
     return BatchGroups(clusters, inverse, counts, None)
-
-
-def _per_group(groups: BatchGroups, values: torch.Tensor) -> torch.Tensor:
-    return values if groups.copy_from is None else values.index_select(0, groups.copy_from)
 
 
 def momentum_update_(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, momentum: float) -> None:
@@ -58,8 +58,11 @@ def momentum_update_(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, 
 
 def batch_cluster_means(features: torch.Tensor, groups: BatchGroups) -> torch.Tensor:
     """The mean batch feature of each group's cluster ``(G, D)``."""
-    sums = features.new_zeros(groups.clusters.shape[0], features.shape[1]).index_add_(0, groups.member_of, features)
-    return _per_group(groups, sums).div_(groups.counts.unsqueeze(1))
+    if groups.same is None:
+        sums = features.new_zeros(groups.clusters.shape[0], features.shape[1]).index_add_(0, groups.member_of, features)
+    else:  # row i sums sample i's cluster; each group then takes its cluster's first row
+        sums = groups.same.to(features.dtype).mm(features).index_select(0, groups.copy_from)
+    return sums.div_(groups.counts.unsqueeze(1))
 
 
 def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: torch.Tensor,
@@ -72,16 +75,18 @@ def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: to
     training forward computes exactly these among its logits, and reusing them saves
     the one read of the batch that the update would otherwise need.
     """
-    if sims is None:
-        rows = bank.index_select(0, groups.clusters)
-        if groups.copy_from is None:  # few groups: one (B x G) product reads the batch once
-            sims = (features @ rows.T).gather(1, groups.member_of.unsqueeze(1)).squeeze(1)
-        else:  # one group per sample: a product would be B x B
-            sims = (features * rows.index_select(0, groups.member_of)).sum(1)
+    rows = None if sims is not None else bank.index_select(0, groups.clusters)
+    if groups.same is not None:  # one group per sample, whose row is its own cluster's
+        if sims is None:
+            sims = (features * rows).sum(1)
+        # row i: the similarities of sample i's cluster, +inf elsewhere; equal rows give equal argmins
+        return features.index_select(0, torch.where(groups.same, sims.unsqueeze(0), float("inf")).argmin(1))
+    if sims is None:  # few groups: one (B x G) product reads the batch once
+        sims = (features @ rows.T).gather(1, groups.member_of.unsqueeze(1)).squeeze(1)
     # (G, B): sample i's similarity in its group's row, +inf elsewhere; argmin takes the first minimum
     masked = sims.new_full((groups.clusters.shape[0], sims.shape[0]), float("inf"))
     masked.scatter_(0, groups.member_of.unsqueeze(0), sims.unsqueeze(0))
-    return _per_group(groups, features.index_select(0, masked.argmin(1)))
+    return features.index_select(0, masked.argmin(1))
 
 
 def batch_instance_slots(targets: torch.Tensor, num_instances: int,
@@ -94,24 +99,18 @@ def batch_instance_slots(targets: torch.Tensor, num_instances: int,
     does not depend on write order (deterministic on GPU) and needs no scratch row.
 
     Given the per-cluster ``groups`` of a CPU batch, the ranks come from a few numpy
-    calls on the B integers, which cost less than the dozen small torch ops of the
-    fixed-shape version, and the source is ``None`` (each sample writes its own
-    feature) unless a cluster has more than K samples.
+    calls on the B integers, and the source is ``None`` (each sample writes its own
+    feature) unless a cluster has more than K samples.  Otherwise (fixed shapes, no host
+    sync) they come from the (B x B) "same cluster" matrix in a handful of tensor ops.
     """
-    if groups is not None and groups.copy_from is None and targets.device.type == "cpu":
+    if groups is not None and groups.same is None and targets.device.type == "cpu":
         return _cpu_instance_slots(groups, num_instances)
-    # A stable sort lines each cluster's samples up in batch order; a sample's rank is its
-    # distance from the start of its run (O(B log B), fixed shapes, no host sync).
-    sorted_targets, order = torch.sort(targets, stable=True)
-    position = torch.arange(targets.shape[0], device=targets.device)
-    starts = torch.ones_like(sorted_targets, dtype=torch.bool)
-    starts[1:] = sorted_targets[1:] != sorted_targets[:-1]
-    run_start = torch.where(starts, position, torch.zeros_like(position)).cummax(0).values
-    rank_sorted = position - run_start
-    source_sorted = torch.where(rank_sorted >= num_instances, run_start + num_instances - 1, position)
-    rank = torch.empty_like(rank_sorted).index_copy_(0, order, rank_sorted)
-    source = torch.empty_like(order).index_copy_(0, order, order.index_select(0, source_sorted))
-    return rank.clamp(max=num_instances - 1), source
+    same = groups.same if groups is not None and groups.same is not None else targets.unsqueeze(0) == targets.unsqueeze(1)
+    rank = same.tril(-1).sum(1)  # samples of the same cluster earlier in the batch
+    slot = rank.clamp(max=num_instances - 1)
+    # the sample of the same cluster whose rank is this sample's slot: itself, or the K-th past K
+    source = (same & (rank.unsqueeze(0) == slot.unsqueeze(1))).to(torch.uint8).argmax(1)
+    return slot, source
 
 
 def _cpu_instance_slots(groups: BatchGroups, num_instances: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -81,7 +81,9 @@ class ClusterMemory(nn.Module):
     training loss is ``sum(terms.values())``; the banks are updated when that loss is
     backpropagated (once per step, after the gradient used the old banks).  Set
     ``update_in_backward = False`` to call :meth:`update` yourself instead, e.g. with
-    features gathered from all processes; call it after ``backward``.
+    features gathered from all processes; call it after ``backward``.  ``fixed_shapes``
+    picks the update's batch grouping (:func:`.batch_update.batch_groups`; default: fixed
+    shapes on CUDA only); ``True`` runs the GPU's layout on any device, for tests and op counts.
 
     ``features`` are expected L2-normalised (B, D), ``targets`` in ``0..C-1``; targets are
     not range-checked here, since that would need a host sync every step.
@@ -108,6 +110,7 @@ class ClusterMemory(nn.Module):
         self.momentum = float(momentum)
         self.label_smooth = float(label_smooth)
         self.update_in_backward = True
+        self.fixed_shapes: Optional[bool] = None
         rows = self.banks_per_cluster * self.num_clusters
         self.register_buffer("bank", torch.zeros(rows, self.num_features, dtype=dtype, device=device))
 
@@ -230,7 +233,7 @@ class CM(ClusterMemory):
         return {"loss_centroid": self.cross_entropy(logits, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
-        groups = batch_groups(targets)
+        groups = batch_groups(targets, self.fixed_shapes)
         momentum_update_(self.bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
 
 
@@ -252,7 +255,7 @@ class CMhard(ClusterMemory):
         return {"loss_hard": self.cross_entropy(logits, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
-        groups = batch_groups(targets)
+        groups = batch_groups(targets, self.fixed_shapes)
         hardest = batch_hardest_features(features, groups, self.bank, hard_sims)
         momentum_update_(self.bank, groups.clusters, hardest, self.momentum)
 
@@ -306,7 +309,7 @@ class CMhybrid(_Hybrid):
                 "loss_centroid": hw * (1.0 - hw) * self.cross_entropy(centroid, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
-        groups = batch_groups(targets)
+        groups = batch_groups(targets, self.fixed_shapes)
         hardest = batch_hardest_features(features, groups, self.hard_bank, hard_sims)
         means = batch_cluster_means(features, groups)
         # both banks in one step: hard rows are c, centroid rows C + c of the stacked bank
@@ -377,7 +380,7 @@ class CMhybrid_v2(_Hybrid):  # noqa: N801  (the name is the MEMORY.MODE value)
                 "loss_instance": (1.0 - hw) * self.cross_entropy(instance, targets)}
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
-        groups = batch_groups(targets)
+        groups = batch_groups(targets, self.fixed_shapes)
         # the centroids are rows 0..C-1 of the stacked bank; slot k of cluster c is row (1 + k) * C + c
         momentum_update_(self.bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
         slot, source = batch_instance_slots(targets, self.num_instances, groups)
