@@ -373,8 +373,10 @@ class CMhybrid_v2(_Hybrid):  # noqa: N801  (the name is the MEMORY.MODE value)
         c = self.num_clusters
         centroid = logits[:, :c]
         slots = logits[:, c:].reshape(-1, self.num_instances, c)
-        own = targets.unsqueeze(1) == torch.arange(c, device=targets.device)
-        instance = torch.where(own, slots.min(dim=1).values, slots.max(dim=1).values)
+        # the most similar slot of every cluster, then in the own cluster's column the least similar:
+        # its K slots are gathered first, as a min over every cluster's slots would be mostly wasted
+        own = slots.gather(2, targets.view(-1, 1, 1).expand(-1, self.num_instances, 1)).squeeze(2)
+        instance = slots.max(dim=1).values.scatter(1, targets.unsqueeze(1), own.min(dim=1, keepdim=True).values)
         hw = self.hard_weight
         return {"loss_centroid": hw * self.cross_entropy(centroid, targets),
                 "loss_instance": (1.0 - hw) * self.cross_entropy(instance, targets)}
