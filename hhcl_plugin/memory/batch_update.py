@@ -11,8 +11,7 @@ samples, one bank row written per group, never on all C rows:
   sample computes its cluster's value from the cluster's first sample, so duplicate
   writes carry identical values and the scatter does not depend on write order.  Sums
   over a cluster are a product with that matrix rather than an ``index_add_``, whose
-  CUDA atomics add in a varying order: the update is bitwise repeatable, and ranks that
-  update with the same gathered batch hold bitwise identical banks.
+  CUDA atomics add in an order that varies from run to run.
 """
 from __future__ import annotations
 
@@ -105,7 +104,9 @@ def batch_instance_slots(targets: torch.Tensor, num_instances: int,
     """
     if groups is not None and groups.same is None and targets.device.type == "cpu":
         return _cpu_instance_slots(groups, num_instances)
-    same = groups.same if groups is not None and groups.same is not None else targets.unsqueeze(0) == targets.unsqueeze(1)
+    same = groups.same if groups is not None else None
+    if same is None:
+        same = targets.unsqueeze(0) == targets.unsqueeze(1)
     rank = same.tril(-1).sum(1)  # samples of the same cluster earlier in the batch
     slot = rank.clamp(max=num_instances - 1)
     # the sample of the same cluster whose rank is this sample's slot: itself, or the K-th past K
