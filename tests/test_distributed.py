@@ -11,6 +11,7 @@ from conftest import tiny_opts
 from hhcl_plugin.config.config import get_cfg
 from hhcl_plugin.memory import build_memory
 from hhcl_plugin.utils import comm
+from hhcl_plugin.utils.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ["CM", "CMhard", "CMhybrid", "CMhybrid_v2"]
@@ -75,8 +76,14 @@ def train_worker(rank, world, port, root, out):
                                                       "SOLVER.IMS_PER_BATCH", "8", "INPUT.TRANSFORMS", "[]"]
     engine = build_engine(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts]))
     engine.run()
+    try:  # SyncBatchNorm has no CPU kernels: the engine must refuse at setup, not at the first step
+        build_engine(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts,
+                                                "OUTPUT_DIR", os.path.join(out, "sync_bn"), "MODEL.SYNC_BN", "True"]))
+        sync_bn_error = ""
+    except ConfigError as e:
+        sync_bn_error = str(e)
     torch.save({"bank": engine.memory.bank.clone(), "labels": torch.as_tensor(engine.pseudo_labels),
-                "model": engine.model.state_dict()}, os.path.join(out, f"rank{rank}.pt"))
+                "model": engine.model.state_dict(), "sync_bn_error": sync_bn_error}, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -110,3 +117,4 @@ def test_two_process_training_keeps_ranks_identical(synth_root, tmp_path):
     for key, value in r0["model"].items():
         assert torch.allclose(value.float(), r1["model"][key].float(), atol=1e-6), key
     assert os.path.isfile(tmp_path / "run" / "last.pth")  # written by rank 0
+    assert "MODEL.SYNC_BN True needs GPU processes" in r0["sync_bn_error"] and r1["sync_bn_error"]

@@ -18,7 +18,7 @@ from ..data import UnlabeledData, build_test_loader
 from ..modeling import ReIDModel
 from ..utils import comm
 from ..utils import torchreid_compat as tr
-from ..utils.errors import TrainingError
+from ..utils.errors import ConfigError, TrainingError
 from .build import ENGINE_REGISTRY
 from .checkpoint import load_checkpoint_or_previous, rng_state, save_checkpoint, set_rng_state
 from .evaluation import evaluate_retrieval, extract_features, progress
@@ -76,6 +76,9 @@ class HHCLEngine(tr.Engine):
         if comm.get_world_size() == 1:
             return model
         if self.cfg.MODEL.SYNC_BN:
+            if self.device.type != "cuda":  # torch would raise only at the first training forward
+                raise ConfigError(f"MODEL.SYNC_BN True needs GPU processes: SyncBatchNorm has no {self.device.type} "
+                                  "implementation; set MODEL.SYNC_BN False")
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
