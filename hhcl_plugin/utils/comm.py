@@ -99,11 +99,13 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
-    """Make every rank's buffers (BatchNorm running statistics) equal to those of rank ``src``.
+    """Make every rank's buffers equal to those of rank ``src``.
 
-    DDP broadcasts buffers before each forward, but the last forward of an epoch leaves
-    each rank with statistics of its own batch; features for clustering, evaluation and
-    checkpoints must not depend on which rank computed them.
+    For the model's BatchNorm running statistics: DDP broadcasts buffers before each
+    forward, but the last forward of an epoch leaves each rank with statistics of its own
+    batch, and features for clustering, evaluation and checkpoints must not depend on
+    which rank computed them.  For the memory's banks: each rank builds them, and GPU
+    sums may round differently from rank to rank.
     """
     if get_world_size() == 1:
         return
