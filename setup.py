@@ -22,8 +22,8 @@ setup(
     include_package_data=True,
     package_data={"hhcl_plugin": ["model_zoo.json"]},
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        "torch>=2.7",  # torch.export.Dim.DYNAMIC and the torch.export-based ONNX exporter
+        "torchvision>=0.22",
         "torchreid==0.2.5",
         "faiss-gpu>=1.7",
         "yacs>=0.1.8",

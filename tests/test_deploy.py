@@ -1,5 +1,6 @@
-"""Deployment: the embedding API and CLI, ONNX and TorchScript exports against PyTorch."""
+"""Deployment: the embedding API and CLI, ONNX, torch.export and TorchScript exports against PyTorch."""
 import glob
+import logging
 import os
 import shlex
 
@@ -9,7 +10,8 @@ import torch
 
 from conftest import tiny_opts
 from hhcl_plugin.config import setup_cfg
-from hhcl_plugin.deploy import Embedder, export_onnx, export_torchscript, list_images
+from hhcl_plugin.deploy import Embedder, export_onnx, export_program, export_torchscript, list_images
+from hhcl_plugin.deploy import export as export_module
 from hhcl_plugin.engine.checkpoint import save_checkpoint
 from hhcl_plugin.tools import embed as embed_tool
 from hhcl_plugin.tools import export as export_tool
@@ -68,27 +70,57 @@ def test_embed_cli_errors_are_one_line(tmp_path, capsys):
     assert "input folder not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_exports_match_pytorch(synth_root, tmp_path, weights, fmt):
-    path = str(tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt"))
-    assert export_main(["--config-file", CONFIG, "--format", fmt, "--output", path,
-                        *opts(synth_root, tmp_path, weights)]) == 0
-    cfg = setup_cfg(CONFIG, opts(synth_root, tmp_path, weights))
-    model = Embedder(cfg).model
-    images = torch.randn(5, 3, *cfg.INPUT.SIZE_TEST)  # a batch size other than the traced one
-    with torch.no_grad():
-        expected = model(images).numpy()
+SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
+
+
+def run_exported(fmt, path, images):
+    """The exported file's output for ``images``, run the way a deployment would load it."""
     if fmt == "onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        got = session.run(["features"], {"images": images.numpy()})[0]
-    else:
-        got = torch.jit.load(path)(images).detach().numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4)
+        return session.run(["features"], {"images": images.numpy()})[0]
+    module = torch.export.load(path).module() if fmt == "pt2" else torch.jit.load(path)
+    with torch.no_grad():
+        return module(images).numpy()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
+def test_exports_match_pytorch(synth_root, tmp_path, weights, fmt):
+    out_dir = tmp_path / "export"
+    path = str(out_dir / ("model" + SUFFIX[fmt]))
+    assert export_main(["--config-file", CONFIG, "--format", fmt, "--output", path,
+                        *opts(synth_root, tmp_path, weights)]) == 0
+    assert os.listdir(out_dir) == ["model" + SUFFIX[fmt]]  # one self-contained file (no ONNX external data)
+    cfg = setup_cfg(CONFIG, opts(synth_root, tmp_path, weights))
+    model = Embedder(cfg).model
+    for batch in (1, 5):  # batch sizes other than the traced one
+        images = torch.randn(batch, 3, *cfg.INPUT.SIZE_TEST)
+        with torch.no_grad():
+            expected = model(images).numpy()
+        np.testing.assert_allclose(run_exported(fmt, path, images), expected, atol=1e-4)
+
+
+def plain_model():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
 
 
 def test_export_functions_accept_a_plain_model(tmp_path):
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    assert os.path.isfile(export_torchscript(model, str(tmp_path / "m.pt"), (16, 8)))
-    assert os.path.isfile(export_onnx(model, str(tmp_path / "m.onnx"), (16, 8)))
+    model = plain_model()
+    images = torch.randn(3, 3, 16, 8)
+    with torch.no_grad():
+        expected = model(images).numpy()
+    for fmt, export in (("onnx", export_onnx), ("pt2", export_program), ("torchscript", export_torchscript)):
+        path = export(model, str(tmp_path / ("m" + SUFFIX[fmt])), (16, 8))
+        np.testing.assert_allclose(run_exported(fmt, path, images), expected, atol=1e-5)
+
+
+def test_onnx_export_without_onnxscript_falls_back_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(export_module, "onnx_exporter_available", lambda: False)
+    model = plain_model()
+    images = torch.randn(3, 3, 16, 8)
+    with caplog.at_level(logging.WARNING, logger="hhcl_plugin.deploy.export"):
+        path = export_onnx(model, str(tmp_path / "m.onnx"), (16, 8))
+    assert "onnxscript is not installed" in caplog.text and "hhcl-plugin[export]" in caplog.text
+    with torch.no_grad():
+        np.testing.assert_allclose(run_exported("onnx", path, images), model(images).numpy(), atol=1e-5)

@@ -1,4 +1,4 @@
-"""``hhcl-export --config-file F MODEL.WEIGHTS W --format onnx|torchscript --output PATH``."""
+"""``hhcl-export --config-file F MODEL.WEIGHTS W --format onnx|pt2|torchscript --output PATH``."""
 from __future__ import annotations
 
 import argparse
@@ -7,18 +7,18 @@ import sys
 from typing import List, Optional
 
 from ..config import setup_cfg
-from ..deploy import Embedder, export_onnx, export_torchscript
+from ..deploy import Embedder, export_onnx, export_program, export_torchscript
 from ..utils.logger import setup_logger
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
-EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
+EXPORTERS = {"onnx": export_onnx, "pt2": export_program, "torchscript": export_torchscript}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hhcl-export", description="Export the embedding model for deployment")
     parser.add_argument("--format", choices=sorted(EXPORTERS), required=True)
-    parser.add_argument("--output", required=True, help="file to write (.onnx or .pt)")
+    parser.add_argument("--output", required=True, help="file to write (.onnx, .pt2 or .pt)")
     add_config_arguments(parser)
     return parser
 
