@@ -25,9 +25,10 @@ class BatchGroups(NamedTuple):
     """How the samples of a batch map to the bank rows they update."""
 
     clusters: torch.Tensor  # (G,) bank row (cluster id) written by each group
-    member_of: torch.Tensor  # (B,) group of each sample, in 0..G-1
+    # (B,) group of each sample, in 0..G-1; with per-sample groups, the cluster's first
+    # sample, whose value each sample of the cluster takes
+    member_of: torch.Tensor
     counts: torch.Tensor  # (G,) number of batch samples in each group's cluster
-    copy_from: Optional[torch.Tensor]  # (G,) group whose value each group takes (per-sample groups), or None
     same: Optional[torch.Tensor] = None  # (B, B) bool, samples i and j share a cluster (per-sample groups)
 
 
@@ -39,9 +40,9 @@ def batch_groups(targets: torch.Tensor, fixed_shapes: Optional[bool] = None) -> 
     if targets.is_cuda if fixed_shapes is None else fixed_shapes:
         same = targets.unsqueeze(0) == targets.unsqueeze(1)
         first = same.to(torch.uint8).argmax(1)  # argmax returns the first maximum
-        return BatchGroups(targets, first, same.sum(1), first, same)
+        return BatchGroups(targets, first, same.sum(1), same)
     clusters, inverse, counts = torch.unique(targets, return_inverse=True, return_counts=True)
-    return BatchGroups(clusters, inverse, counts, None)
+    return BatchGroups(clusters, inverse, counts)
 
 
 def momentum_update_(bank: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, momentum: float) -> None:
@@ -60,7 +61,7 @@ def batch_cluster_means(features: torch.Tensor, groups: BatchGroups) -> torch.Te
     if groups.same is None:
         sums = features.new_zeros(groups.clusters.shape[0], features.shape[1]).index_add_(0, groups.member_of, features)
     else:  # row i sums sample i's cluster; each group then takes its cluster's first row
-        sums = groups.same.to(features.dtype).mm(features).index_select(0, groups.copy_from)
+        sums = groups.same.to(features.dtype).mm(features).index_select(0, groups.member_of)
     return sums.div_(groups.counts.unsqueeze(1))
 
 
