@@ -26,7 +26,8 @@ setup(
     install_requires=[
         "torch>=2.7",  # torch.export.Dim.DYNAMIC and the torch.export-based ONNX exporter
         "torchvision>=0.22",
-        "torchreid==0.2.5",
+        # PyPI 0.2.5 (torchreid.reid.*) or a source install of deep-person-reid (1.4.0, torchreid.*)
+        "torchreid>=0.2.5",
         "faiss-gpu>=1.7",
         "yacs>=0.1.8",
         "tabulate>=0.9",

@@ -63,3 +63,30 @@ def test_importing_the_package_alone_registers_its_parts():
             "print(len(MEMORY_REGISTRY.names()), 'synthreid' in getattr(tr.data.datasets, '__image_datasets'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["4", "True"]
+
+
+def test_a_source_install_layout_of_torchreid_is_used_when_torchreid_reid_is_absent():
+    """deep-person-reid from source has the modules at ``torchreid.*`` and no ``torchreid.reid``.
+
+    Simulated in a fresh interpreter: the PyPI layout's modules are re-exposed at the top level,
+    with a marker ``evaluate_rank``, and ``torchreid.reid`` made unimportable.
+    """
+    code = ("import sys, types\n"
+            "import torchreid\n"
+            "try:\n"
+            "    import torchreid.reid as reid\n"
+            "except ImportError:  # already a source install\n"
+            "    reid = torchreid\n"
+            "for name in ('data', 'engine', 'models', 'optim', 'utils'):\n"
+            "    setattr(torchreid, name, getattr(reid, name))\n"
+            "metrics = types.ModuleType('metrics')\n"
+            "metrics.evaluate_rank = marker = lambda *a, **k: None\n"
+            "metrics.compute_distance_matrix = reid.metrics.compute_distance_matrix\n"
+            "torchreid.metrics = metrics\n"
+            "sys.modules['torchreid.reid'] = None  # import torchreid.reid now raises ImportError\n"
+            "import hhcl_plugin\n"
+            "from hhcl_plugin.utils import torchreid_compat as tr\n"
+            "print(tr.evaluate_rank is marker, 'synthreid' in getattr(tr.data.datasets, '__image_datasets'),\n"
+            "      'resnet50' in tr.torchreid_model_names())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "True"]

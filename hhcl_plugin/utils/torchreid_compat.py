@@ -12,7 +12,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Cython evaluation.*")
     try:
         from torchreid.reid import data, engine, metrics, models, optim, utils  # PyPI 0.2.5 layout
-    except ImportError:  # pragma: no cover - exercised only with a source install
+    except ImportError:  # a source install of deep-person-reid
         from torchreid import data, engine, metrics, models, optim, utils  # type: ignore[no-redef]
 
 Engine = engine.Engine
@@ -27,7 +27,6 @@ build_torchreid_model = models.build_model
 build_optimizer = optim.build_optimizer
 build_lr_scheduler = optim.build_lr_scheduler
 visualize_ranked_results = utils.visualize_ranked_results
-
 
 
 def torchreid_model_names() -> list:
