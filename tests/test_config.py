@@ -58,6 +58,7 @@ def test_unknown_key_is_named(tmp_path):
     (["CLUSTER.NAME", "kmeans"], "CLUSTER.NAME: No object named 'kmeans' in the CLUSTERER registry"),
     (["MEMORY.MOMENTUM", "1.5"], r"MEMORY.MOMENTUM must be in \[0, 1\]"),
     (["MEMORY.TEMP", "0.0"], "MEMORY.TEMP must be > 0"),
+    (["TEST.RERANK_LAMBDA", "1.5"], r"TEST.RERANK_LAMBDA must be in \[0, 1\]"),
 ])
 def test_bad_values_are_rejected(opts, pattern):
     with pytest.raises(ConfigError, match=pattern):

@@ -72,6 +72,14 @@ def test_resume_continues_from_last_checkpoint(trained, synth_root, tmp_path):
     assert load_checkpoint(os.path.join(out, "last.pth"))["epoch"] == 3
 
 
+def test_eval_only_reports_re_ranked_figures(trained, synth_root, tmp_path):
+    out = str(tmp_path / "eval")
+    opts = tiny_opts(synth_root, out) + ["MODEL.WEIGHTS", os.path.join(trained, "best.pth"), "TEST.RERANK", "True"]
+    assert main(["--config-file", f"{REPO}/configs/hhcl_synth.yml", "--eval-only", *opts]) == 0
+    figures = re.search(r"evaluation on synthreid: (.*)", open(os.path.join(out, "log.txt")).read()).group(1)
+    assert "mAP_rerank" in figures and "rank1_rerank" in figures
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "hhcl_plugin.tools.train", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300)

@@ -114,6 +114,9 @@ def check_cfg(cfg: CfgNode) -> None:
         )
     if not 0 < cfg.CLUSTER.EPS < 1:
         raise ConfigError(f"CLUSTER.EPS is {cfg.CLUSTER.EPS}; the Jaccard distance lies in [0, 1], use 0 < EPS < 1")
+    if not 0 <= cfg.TEST.RERANK_LAMBDA <= 1 or cfg.TEST.RERANK_K1 < 1 or cfg.TEST.RERANK_K2 < 1:
+        raise ConfigError(f"TEST.RERANK_LAMBDA must be in [0, 1] and TEST.RERANK_K1, TEST.RERANK_K2 >= 1; got "
+                          f"{cfg.TEST.RERANK_LAMBDA}, {cfg.TEST.RERANK_K1}, {cfg.TEST.RERANK_K2}")
     if not cfg.DATASETS.NAMES:
         raise ConfigError("DATASETS.NAMES is empty; name at least one dataset, e.g. market1501 or synthreid")
     _check_registered_parts(cfg)

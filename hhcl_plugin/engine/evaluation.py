@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,9 +30,26 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device,
 
 
 def evaluate_retrieval(qf: torch.Tensor, gf: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
-                       q_cams: np.ndarray, g_cams: np.ndarray, ranks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
-    """Market-1501 protocol (same identity and camera excluded); figures in percent."""
-    distmat = tr.compute_distance_matrix(qf, gf, "cosine").numpy()
+                       q_cams: np.ndarray, g_cams: np.ndarray, ranks: Sequence[int] = (1, 5, 10),
+                       rerank: Optional[Tuple[int, int, float]] = None) -> Dict[str, float]:
+    """Market-1501 protocol (same identity and camera excluded); figures in percent.
+
+    ``rerank = (k1, k2, lambda)`` adds the same figures after torchreid's k-reciprocal
+    re-ranking, under keys ending in ``_rerank``.
+    """
+    cosine = lambda a, b: tr.compute_distance_matrix(a, b, "cosine").numpy()  # noqa: E731
+    distmat = cosine(qf, gf)
+    result = _cmc_map(distmat, q_pids, g_pids, q_cams, g_cams, ranks)
+    if rerank is not None:
+        k1, k2, lambda_value = rerank
+        reranked = tr.re_ranking(distmat, cosine(qf, qf), cosine(gf, gf), k1=k1, k2=k2, lambda_value=lambda_value)
+        result.update({f"{key}_rerank": value
+                       for key, value in _cmc_map(reranked, q_pids, g_pids, q_cams, g_cams, ranks).items()})
+    return result
+
+
+def _cmc_map(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_cams: np.ndarray, g_cams: np.ndarray,
+             ranks: Sequence[int]) -> Dict[str, float]:
     cmc, mAP = tr.evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=max(max(ranks), 1))
     result = {"mAP": 100.0 * float(mAP)}
     result.update({f"rank{r}": 100.0 * float(cmc[r - 1]) for r in ranks})

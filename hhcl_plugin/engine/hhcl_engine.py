@@ -180,7 +180,9 @@ class HHCLEngine(tr.Engine):
         gf = extract_features(self.model, loaders["gallery"], self.device, desc="gallery features")
         ids = lambda items: (np.asarray([p for _, p, _ in items]), np.asarray([c for _, _, c in items]))  # noqa: E731
         (q_pids, q_cams), (g_pids, g_cams) = ids(self.data.query), ids(self.data.gallery)
-        result = evaluate_retrieval(qf, gf, q_pids, g_pids, q_cams, g_cams, self.cfg.TEST.RANKS)
+        test = self.cfg.TEST
+        rerank = (test.RERANK_K1, test.RERANK_K2, test.RERANK_LAMBDA) if test.RERANK else None
+        result = evaluate_retrieval(qf, gf, q_pids, g_pids, q_cams, g_cams, test.RANKS, rerank)
         self.last_distmat = (1 - qf @ gf.t()).numpy()  # cosine distance, kept for the ranked-results figure
         logger.info("%s on %s: %s", when, self.data.name, "  ".join(f"{k} {v:.1f}" for k, v in result.items()))
         for key, value in result.items():

@@ -71,8 +71,11 @@ def plot_training_curves(metrics: Dict, folder: str) -> List[str]:
     if evals:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         x = [e["epoch"] for e in evals]
-        for key, label in (("mAP", "mAP"), ("rank1", "rank-1")):
-            ax.plot(x, [e[key] for e in evals], marker="o", label=label)
+        for key, label in (("mAP", "mAP"), ("rank1", "rank-1"),
+                           ("mAP_rerank", "mAP, re-ranked"), ("rank1_rerank", "rank-1, re-ranked")):
+            if key in evals[0]:
+                ax.plot(x, [e[key] for e in evals], marker="o", linestyle="--" if "rerank" in key else "-",
+                        label=label)
         ax.set(xlabel="epoch (0 = before training)", ylabel="%", title="Retrieval on the test split")
         ax.legend()
         ax.grid(alpha=0.3)

@@ -27,6 +27,7 @@ build_torchreid_model = models.build_model
 build_optimizer = optim.build_optimizer
 build_lr_scheduler = optim.build_lr_scheduler
 visualize_ranked_results = utils.visualize_ranked_results
+re_ranking = utils.re_ranking
 
 
 def torchreid_model_names() -> list:
@@ -37,5 +38,5 @@ def torchreid_model_names() -> list:
 __all__ = [
     "Engine", "ImageDataset", "build_transforms", "register_image_dataset", "init_image_dataset",
     "Market1501", "evaluate_rank", "compute_distance_matrix", "build_torchreid_model",
-    "torchreid_model_names", "build_optimizer", "build_lr_scheduler", "visualize_ranked_results",
+    "torchreid_model_names", "build_optimizer", "build_lr_scheduler", "visualize_ranked_results", "re_ranking",
 ]
