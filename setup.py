@@ -17,7 +17,7 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     license="MIT",
-    # 3.9 is past end of life and its resolve against current wheels backtracks for tens of minutes;
+    # 3.9 is past end of life (October 2025);
     # the test suite passes on 3.10 with torch 2.7 (the floor below) and on 3.11 to 3.13 with torch 2.14
     python_requires=">=3.10",
     packages=find_packages(include=["hhcl_plugin", "hhcl_plugin.*"]),
