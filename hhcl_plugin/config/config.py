@@ -12,6 +12,9 @@ from ..utils.errors import ConfigError
 from .defaults import _C
 
 BASE_KEY = "_BASE_"
+# keys that take a number or a word (CLUSTER.EPS: a float or "auto"); yacs types a key by its default and would
+# refuse the other kind, so they are set past its type check and checked by check_cfg
+NUMBER_OR_WORD_KEYS = ("CLUSTER.EPS",)
 
 
 def get_cfg() -> CfgNode:
@@ -64,10 +67,14 @@ def _translate_yacs_error(err: Exception, origin: str) -> ConfigError:
 def merge_from_file(cfg: CfgNode, path: str) -> CfgNode:
     """Merge a YAML file (following ``_BASE_`` chains) into ``cfg``."""
     data = _load_yaml_with_base(path)
+    untyped = {key: _pop_nested(data, key) for key in NUMBER_OR_WORD_KEYS}
     try:
         cfg.merge_from_other_cfg(CfgNode(data))
     except (KeyError, ValueError, AssertionError) as e:
         raise _translate_yacs_error(e, path) from None
+    for key, value in untyped.items():
+        if value is not _MISSING:
+            _set_untyped(cfg, key, value)
     return cfg
 
 
@@ -75,11 +82,36 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> CfgNode:
     """Merge ``KEY VALUE`` pairs given on the command line."""
     if len(opts) % 2:
         raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
+    pairs = list(zip(opts[0::2], opts[1::2]))
+    typed = [item for key, value in pairs if key not in NUMBER_OR_WORD_KEYS for item in (key, value)]
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(typed)
     except (KeyError, ValueError, AssertionError) as e:
         raise _translate_yacs_error(e, "command-line overrides") from None
+    for key, value in pairs:
+        if key in NUMBER_OR_WORD_KEYS:
+            _set_untyped(cfg, key, CfgNode._decode_cfg_value(value))
     return cfg
+
+
+_MISSING = object()
+
+
+def _pop_nested(data: Dict[str, Any], key: str) -> Any:
+    """Remove ``data["A"]["B"]`` for ``key = "A.B"`` and return it (``_MISSING`` when absent)."""
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data.get(part)
+        if not isinstance(data, dict):
+            return _MISSING
+    return data.pop(last, _MISSING)
+
+
+def _set_untyped(cfg: CfgNode, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        cfg = cfg[part]
+    cfg[last] = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def setup_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
@@ -95,6 +127,8 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
 
 def check_cfg(cfg: CfgNode) -> None:
     """Value checks yacs cannot express (it only checks types)."""
+    from ..clustering.eps_rule import check_eps
+
     choices = {
         "MODEL.DEVICE": ("auto", "cpu", "cuda"),
         "MODEL.POOLING": ("avg", "gem", "max"),
@@ -112,8 +146,7 @@ def check_cfg(cfg: CfgNode) -> None:
             f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
             f"DATALOADER.NUM_INSTANCES ({cfg.DATALOADER.NUM_INSTANCES})"
         )
-    if not 0 < cfg.CLUSTER.EPS < 1:
-        raise ConfigError(f"CLUSTER.EPS is {cfg.CLUSTER.EPS}; the Jaccard distance lies in [0, 1], use 0 < EPS < 1")
+    check_eps(cfg.CLUSTER.EPS)
     if not 0 <= cfg.TEST.RERANK_LAMBDA <= 1 or cfg.TEST.RERANK_K1 < 1 or cfg.TEST.RERANK_K2 < 1:
         raise ConfigError(f"TEST.RERANK_LAMBDA must be in [0, 1] and TEST.RERANK_K1, TEST.RERANK_K2 >= 1; got "
                           f"{cfg.TEST.RERANK_LAMBDA}, {cfg.TEST.RERANK_K1}, {cfg.TEST.RERANK_K2}")

@@ -1,0 +1,137 @@
+"""``hhcl-cluster --config-file F [MODEL.WEIGHTS W] --eps 0.3 0.4 0.5 auto [--output F.json] [--figure F.png]``.
+
+Choosing DBSCAN's eps for a new dataset: the training images' features are extracted
+once and their Jaccard distances computed once, then every eps is a cheap DBSCAN pass.
+One table row per eps; NMI / ARI where the dataset knows its identities (synthreid, the
+benchmarks), and for any dataset a picture of the clusters to judge them by eye.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tabulate import tabulate
+
+from ..clustering import build_clusterer
+from ..clustering.eps_rule import AUTO, EpsSetting, check_eps, resolve_eps
+from ..clustering.summary import cluster_summary, has_ground_truth
+from ..config import setup_cfg
+from ..data import build_data
+from ..deploy import Embedder
+from ..engine.cluster_grid import draw_cluster_grid
+from ..utils.errors import ConfigError
+from ..utils.logger import setup_logger
+from .cli import add_config_arguments, parse_command_line, run_cli
+
+logger = logging.getLogger("hhcl_plugin")
+
+COLUMNS = {"eps": "eps", "clusters": "clusters", "outlier_pct": "outliers %", "clustered": "clustered images",
+           "median_size": "median size", "largest_size": "largest size", "nmi": "NMI", "ari": "ARI"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hhcl-cluster", description="Cluster the training images at several DBSCAN eps and compare the results",
+        epilog="Example: hhcl-cluster --config-file configs/hhcl_synth.yml --eps 0.4 0.5 0.6 auto --figure grid.png")
+    parser.add_argument("--eps", nargs="+", metavar="EPS",
+                        help=f"radii to try: numbers in (0, 1) or '{AUTO}' (the label-free rule); default: CLUSTER.EPS")
+    parser.add_argument("--output", metavar="F.json", help="also write the rows (and the auto eps) as JSON")
+    parser.add_argument("--figure", metavar="F.png",
+                        help="grid of random clusters and outliers; with several eps one file per eps, F_eps0.50.png")
+    add_config_arguments(parser)
+    return parser
+
+
+def parse_eps(values: Sequence[str]) -> List[EpsSetting]:
+    """The ``--eps`` values, each a float in (0, 1) or ``auto``, in the given order without repeats."""
+    out: List[EpsSetting] = []
+    for text in values:
+        try:
+            value: EpsSetting = float(text)
+        except ValueError:
+            value = text
+        value = check_eps(value, name="--eps")
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def figure_paths(figure: str, eps_values: Sequence[float]) -> List[str]:
+    """``figure`` itself for one eps; ``stem_eps0.50.png`` and so on for several."""
+    if len(eps_values) == 1:
+        return [figure]
+    stem, ext = os.path.splitext(figure)
+    return [f"{stem}_eps{eps:.2f}{ext}" for eps in eps_values]
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse output paths that cannot be written, before the minutes of feature extraction."""
+    if args.figure and os.path.splitext(args.figure)[1].lower() != ".png":
+        raise ConfigError(f"--figure {args.figure}: the figure is written as PNG; give a file name ending in .png")
+    for flag, path in (("--output", args.output), ("--figure", args.figure)):
+        if path and os.path.isdir(path):
+            raise ConfigError(f"{flag} {path} is a folder; give a file name")
+
+
+def sweep(cfg, features: np.ndarray, eps_settings: Sequence[EpsSetting],
+          ground_truth: Optional[np.ndarray]) -> List[Dict]:
+    """One summary per eps setting, from a single Jaccard graph; ``auto`` rows also carry the eps chosen."""
+    clusterer = build_clusterer(cfg)
+    numbers = [e for e in eps_settings if e != AUTO]
+    bound = None if AUTO in eps_settings else max(numbers)  # auto may pick any eps: keep all pairs then
+    graph = clusterer.jaccard_graph(features, bound=bound)
+    logger.info("Jaccard distances of %d images in %.1fs", len(features), graph.seconds)
+    rows = []
+    for setting in eps_settings:
+        eps = resolve_eps(setting, graph.nearest)
+        result = clusterer.cluster_graph(graph, eps=eps)
+        rows.append({"setting": setting, "eps": eps, "labels": result.labels,
+                     **cluster_summary(result.labels, ground_truth)})
+    return rows
+
+
+def format_table(rows: Sequence[Dict]) -> str:
+    keys = [k for k in COLUMNS if k in rows[0]]
+    body = [[f"{AUTO} ({r['eps']:.3f})" if r["setting"] == AUTO else f"{r['eps']:.2f}", *(r[k] for k in keys[1:])]
+            for r in rows]
+    return tabulate(body, headers=[COLUMNS[k] for k in keys], floatfmt=(".2f", "d", ".1f", "d", ".1f", "d", ".3f", ".3f"))
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logger()
+    cfg = setup_cfg(args.config_file, args.opts)
+    eps_settings = parse_eps(args.eps or [str(cfg.CLUSTER.EPS)])
+    check_outputs(args)
+    data = build_data(cfg)
+    paths = [path for path, _, _ in data.train]
+    features = Embedder(cfg).embed(paths)
+    gt = data.train_ground_truth if has_ground_truth(data.train_ground_truth) else None
+    rows = sweep(cfg, features, eps_settings, gt)
+    logger.info("clusterings of the %d training images of %s (CLUSTER.K1 %d, K2 %d, MIN_SAMPLES %d):\n%s",
+                len(paths), data.name, cfg.CLUSTER.K1, cfg.CLUSTER.K2, cfg.CLUSTER.MIN_SAMPLES, format_table(rows))
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump({"dataset": data.name, "images": len(paths),
+                       "rows": [{k: v for k, v in r.items() if k != "labels"} for r in rows]}, f, indent=2)
+        logger.info("rows written to %s", args.output)
+    if args.figure:
+        for row, path in zip(rows, figure_paths(args.figure, [r["eps"] for r in rows])):
+            title = (f"{data.name}, eps {row['eps']:.3f}{' (auto)' if row['setting'] == AUTO else ''}: "
+                     f"{row['clusters']} clusters, {row['outlier_pct']:.0f}% outliers")
+            draw_cluster_grid(paths, row["labels"], path, title=title, seed=cfg.SEED, ground_truth=gt)
+            logger.info("figure written to %s", path)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli("hhcl-cluster", run, parse_command_line(build_parser(), argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
