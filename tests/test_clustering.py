@@ -368,3 +368,35 @@ def test_dense_and_sparse_jaccard_graphs_are_equal():
     dense = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.55", "CLUSTER.JACCARD", "dense")).jaccard_graph(x)
     assert (sparse.dist != dense.dist).nnz == 0 and sparse.dist.nnz == dense.dist.nnz
     assert np.array_equal(sparse.nearest, dense.nearest)
+
+
+def test_infomap_recovers_clusters_and_makes_singletons_outliers():
+    x, truth = make_clustered_features(2000, 64, seed=12, outlier_frac=0.05)
+    cfg = cluster_cfg("CLUSTER.NAME", "infomap")
+    result = build_clusterer(cfg)(x)
+    inliers = truth >= 0
+    assert adjusted_rand_score(truth[inliers], result.labels[inliers]) > 0.95
+    sizes = np.bincount(result.labels[result.labels >= 0])
+    assert sizes.min() >= 2 and len(sizes) == result.num_clusters  # no singleton cluster, ids 0..C-1
+    assert (result.labels[~inliers] == -1).mean() > 0.5  # random directions: mostly outliers
+    assert result.num_outliers == int((result.labels < 0).sum())
+    again = build_clusterer(cfg)(x)
+    assert np.array_equal(again.labels, result.labels)  # seeded by SEED
+
+
+def test_infomap_links_respect_min_sim_and_min_size_makes_outliers():
+    from hhcl_plugin.clustering import build_knn_graph
+    from hhcl_plugin.clustering.infomap_clusterer import knn_link_matrix, small_modules_as_outliers
+
+    x, _ = make_clustered_features(300, 16, seed=13)
+    graph = build_knn_graph(x, 8)
+    links = knn_link_matrix(graph, 0.6).tocoo()
+    sims = x @ x.T
+    assert links.nnz > 0 and (links.row != links.col).all()
+    np.testing.assert_allclose(links.data, sims[links.row, links.col], atol=1e-5)
+    assert (links.data >= 0.6).all()
+    expected = sum(int(((graph.sims[i, 1:] >= 0.6) & (graph.idx[i, 1:] != i)).sum()) for i in range(len(x)))
+    assert links.nnz == expected
+    modules = np.array([3, 3, 7, 5, 5, 5, 9])
+    assert small_modules_as_outliers(modules, 2).tolist() == [3, 3, -1, 5, 5, 5, -1]
+    assert small_modules_as_outliers(modules, 3).tolist() == [-1, -1, -1, 5, 5, 5, -1]

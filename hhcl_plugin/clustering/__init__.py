@@ -3,6 +3,7 @@ k-NN graph -> k-reciprocal encoding -> Jaccard graph -> labels (DBSCAN)."""
 from .build import CLUSTERER_REGISTRY, build_clusterer
 from .dbscan import dbscan_precomputed_sparse, relabel_consecutive
 from .dbscan_jaccard import DBSCANJaccardClusterer
+from .infomap_clusterer import InfomapClusterer
 from .jaccard import (
     JaccardGraph,
     compute_jaccard_distance_dense,
@@ -21,6 +22,7 @@ __all__ = [
     "CLUSTERER_REGISTRY",
     "ClusteringResult",
     "DBSCANJaccardClusterer",
+    "InfomapClusterer",
     "JaccardGraph",
     "KNNGraph",
     "build_clusterer",
