@@ -33,6 +33,7 @@ setup(
         "tabulate>=0.9",
         "scikit-learn>=1.2",
         "scipy>=1.10",
+        "infomap>=2.0",  # CLUSTER.NAME infomap
         "numpy>=1.23",
         "pillow>=9",
         "pyyaml>=6",

@@ -16,7 +16,7 @@ from hhcl_plugin.clustering import (
     make_clustered_features,
     relabel_consecutive,
 )
-from hhcl_plugin.clustering.knn import _descending_key, all_finite
+from hhcl_plugin.clustering.knn import _descending_key
 from hhcl_plugin.config import setup_cfg
 from hhcl_plugin.utils.errors import ClusteringError
 
@@ -277,16 +277,8 @@ def test_sparse_path_matches_dense_reference_on_thousands_of_hard_features():
 def test_knn_rejects_non_finite_features():
     x = np.ones((5, 4), np.float32)
     x[2, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN or Inf"):
+    with pytest.raises(ClusteringError, match="NaN or Inf"):
         knn_search(x, 3)
-
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_finiteness_check_sees_every_chunk(bad):
-    x = torch.zeros(10, 3)
-    assert all_finite(x, rows=4)
-    x[9, 2] = bad  # in the last, partial chunk
-    assert not all_finite(x, rows=4)
 
 
 def test_descending_key_orders_floats_like_a_stable_sort():
@@ -329,3 +321,82 @@ def test_ivf_on_too_few_points_falls_back_to_the_exact_search():
     sims_ivf, approx = knn_search(feats, 8, index="ivf")
     assert np.array_equal(exact[:, 0], approx[:, 0])
     np.testing.assert_allclose(np.sort(sims_ivf, axis=1), np.sort(sims_exact, axis=1), atol=1e-5)
+
+
+def test_jaccard_graph_holds_exactly_the_pairs_within_the_bound_and_exact_nearest_distances():
+    x, _ = make_clustered_features(1200, 64, seed=7, max_cluster_size=150)
+    clusterer = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.5"))
+    full = compute_jaccard_distance_dense(x, 20, 6)  # the published path, every pair
+    off = full.copy()
+    np.fill_diagonal(off, np.inf)
+    nearest_ref = np.minimum(off.min(1), 1.0)
+    for bound in (None, 0.3, 0.7):
+        graph = clusterer.jaccard_graph(x, bound=bound)
+        limit = 0.5 if bound is None else bound
+        assert graph.bound == limit
+        stored = graph.dist.tocoo()
+        within = np.argwhere(full <= limit)
+        assert graph.dist.nnz == len(within)
+        assert np.array_equal(np.sort(stored.row * len(x) + stored.col), np.sort(within[:, 0] * len(x) + within[:, 1]))
+        assert np.array_equal(stored.data, full[stored.row, stored.col])  # bit-identical to the dense values
+        assert (graph.dist != graph.dist.T).nnz == 0
+        assert np.array_equal(graph.nearest, nearest_ref.astype(np.float32))
+        assert (graph.nearest > limit).any()  # exact above the bound too, not cut at it
+        assert {"knn", "jaccard", "jaccard_min_sum"} <= set(graph.seconds)
+
+
+def test_cluster_graph_at_any_eps_up_to_the_bound_equals_a_fresh_clustering():
+    x, _ = make_clustered_features(1500, 64, seed=8, max_cluster_size=120)
+    clusterer = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.6"))
+    graph = clusterer.jaccard_graph(x)
+    dense = compute_jaccard_distance_dense(x, 20, 6)
+    for eps in (0.4, 0.5, 0.6):
+        swept = clusterer.cluster_graph(graph, eps)
+        fresh = build_clusterer(cluster_cfg("CLUSTER.EPS", str(eps)))(x)
+        ref = DBSCAN(eps=eps, min_samples=4, metric="precomputed").fit_predict(dense)
+        assert np.array_equal(swept.labels, fresh.labels)
+        assert np.array_equal(swept.labels, relabel_consecutive(ref)[0])
+        assert swept.num_clusters > 10
+        assert swept.distance_stats == fresh.distance_stats
+    with pytest.raises(ValueError, match="bound"):
+        clusterer.cluster_graph(graph, 0.65)
+
+
+def test_dense_and_sparse_jaccard_graphs_are_equal():
+    x, _ = make_clustered_features(900, 32, seed=9)
+    sparse = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.55")).jaccard_graph(x)
+    dense = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.55", "CLUSTER.JACCARD", "dense")).jaccard_graph(x)
+    assert (sparse.dist != dense.dist).nnz == 0 and sparse.dist.nnz == dense.dist.nnz
+    assert np.array_equal(sparse.nearest, dense.nearest)
+
+
+def test_infomap_recovers_clusters_and_makes_singletons_outliers():
+    x, truth = make_clustered_features(2000, 64, seed=12, outlier_frac=0.05)
+    cfg = cluster_cfg("CLUSTER.NAME", "infomap")
+    result = build_clusterer(cfg)(x)
+    inliers = truth >= 0
+    assert adjusted_rand_score(truth[inliers], result.labels[inliers]) > 0.95
+    sizes = np.bincount(result.labels[result.labels >= 0])
+    assert sizes.min() >= 2 and len(sizes) == result.num_clusters  # no singleton cluster, ids 0..C-1
+    assert (result.labels[~inliers] == -1).mean() > 0.5  # random directions: mostly outliers
+    assert result.num_outliers == int((result.labels < 0).sum())
+    again = build_clusterer(cfg)(x)
+    assert np.array_equal(again.labels, result.labels)  # seeded by SEED
+
+
+def test_infomap_links_respect_min_sim_and_min_size_makes_outliers():
+    from hhcl_plugin.clustering import build_knn_graph
+    from hhcl_plugin.clustering.infomap_clusterer import knn_link_matrix, small_modules_as_outliers
+
+    x, _ = make_clustered_features(300, 16, seed=13)
+    graph = build_knn_graph(x, 8)
+    links = knn_link_matrix(graph, 0.6).tocoo()
+    sims = x @ x.T
+    assert links.nnz > 0 and (links.row != links.col).all()
+    np.testing.assert_allclose(links.data, sims[links.row, links.col], atol=1e-5)
+    assert (links.data >= 0.6).all()
+    expected = sum(int(((graph.sims[i, 1:] >= 0.6) & (graph.idx[i, 1:] != i)).sum()) for i in range(len(x)))
+    assert links.nnz == expected
+    modules = np.array([3, 3, 7, 5, 5, 5, 9])
+    assert small_modules_as_outliers(modules, 2).tolist() == [3, 3, -1, 5, 5, 5, -1]
+    assert small_modules_as_outliers(modules, 3).tolist() == [-1, -1, -1, 5, 5, 5, -1]

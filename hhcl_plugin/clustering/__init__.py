@@ -1,35 +1,43 @@
-"""Pseudo labels for unsupervised re-ID: k-NN, k-reciprocal Jaccard distance, DBSCAN."""
-from .build import (
-    CLUSTERER_REGISTRY,
-    ClusteringResult,
-    DBSCANJaccardClusterer,
-    build_clusterer,
-    nearest_distance_stats,
-)
+"""Pseudo labels for unsupervised re-ID, in stages that pass one value along:
+k-NN graph -> k-reciprocal encoding -> Jaccard graph -> labels (DBSCAN)."""
+from .build import CLUSTERER_REGISTRY, build_clusterer
 from .dbscan import dbscan_precomputed_sparse, relabel_consecutive
+from .dbscan_jaccard import DBSCANJaccardClusterer
+from .infomap_clusterer import InfomapClusterer
 from .jaccard import (
+    JaccardGraph,
     compute_jaccard_distance_dense,
     compute_jaccard_distance_sparse,
+    dense_jaccard_graph,
     expanded_k_reciprocal_sets,
     k_reciprocal_sets,
     k_reciprocal_weights,
+    sparse_jaccard_graph,
 )
-from .knn import knn_search
+from .knn import KNNGraph, build_knn_graph, knn_search, prepare_features
+from .result import ClusteringResult, nearest_distance_stats
 from .synthetic import make_clustered_features
 
 __all__ = [
     "CLUSTERER_REGISTRY",
     "ClusteringResult",
     "DBSCANJaccardClusterer",
+    "InfomapClusterer",
+    "JaccardGraph",
+    "KNNGraph",
     "build_clusterer",
+    "build_knn_graph",
     "nearest_distance_stats",
     "dbscan_precomputed_sparse",
     "relabel_consecutive",
     "compute_jaccard_distance_dense",
     "compute_jaccard_distance_sparse",
+    "dense_jaccard_graph",
     "expanded_k_reciprocal_sets",
     "k_reciprocal_sets",
     "k_reciprocal_weights",
     "knn_search",
+    "prepare_features",
+    "sparse_jaccard_graph",
     "make_clustered_features",
 ]

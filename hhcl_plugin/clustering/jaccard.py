@@ -17,15 +17,16 @@ The definition, as SpCL / Cluster-Contrast / HHCL use it:
   ``1 - m / (2 - m)`` with ``m = sum_k min`` because every row of V sums to 1; negative
   round-off is clipped to 0.
 
-Two implementations share the k-NN search and the construction of the (sparse) rows
-of V, so that their float32 distances are bit-identical and DBSCAN gives the same
+Two implementations share the k-NN graph and the k-reciprocal encoding (the sparse
+rows of V), so that their float32 distances are bit-identical and DBSCAN gives the same
 labels on both:
 
-* :func:`compute_jaccard_distance_sparse` keeps only pairs whose V rows overlap (every
-  other pair is at distance exactly 1) and never allocates anything N x N;
-* :func:`compute_jaccard_distance_dense` follows the published code: dense N x N V,
-  V after query expansion and Jaccard matrices, filled row by row.  It is the
-  comparison path (``CLUSTER.JACCARD=dense``); it needs ~3 N^2 float32 of memory.
+* :func:`sparse_jaccard_graph` computes only pairs whose V rows overlap (every other
+  pair is at distance exactly 1), keeps those within a bound (DBSCAN's eps, or the
+  largest eps of a sweep) and never allocates anything N x N;
+* :func:`dense_jaccard_matrix` follows the published code: dense N x N V, V after
+  query expansion and Jaccard matrices, filled row by row.  It is the comparison path
+  (``CLUSTER.JACCARD=dense``); it needs ~3 N^2 float32 of memory.
 
 Both accumulate ``m`` in float64, in increasing order of the support column ``k``.
 """
@@ -34,13 +35,14 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .knn import ArrayLike, as_float32_tensor, knn_search, pair_inner_products, progress
+from .knn import ArrayLike, KNNGraph, build_knn_graph, prepare_features, progress
 
 logger = logging.getLogger(__name__)
 
@@ -100,47 +102,20 @@ def expanded_k_reciprocal_sets(rank: np.ndarray, k1: int) -> sp.csr_matrix:
     return star
 
 
-def pair_similarities(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray, knn: KNN) -> np.ndarray:
-    """Cosine similarity of the pairs ``(rows[t], cols[t])`` as float32.
+def k_reciprocal_weights(graph: KNNGraph, k1: int) -> sp.csr_matrix:
+    """The k-reciprocal encoding: the sparse rows of V (before query expansion), N x N float32 CSR.
 
-    Most pairs of R* are k-NN pairs whose similarity the search already computed; only
-    the others are recomputed, so the cost stays O(#missing * D) instead of O(#pairs * D).
-    """
-    sims, rank = knn
-    n, k = rank.shape
-    out = np.empty(len(rows), np.float32)
-    knn_keys = (np.arange(n, dtype=np.int64)[:, None] * n + rank).ravel()
-    valid = rank.ravel() >= 0
-    knn_keys = knn_keys[valid]
-    knn_vals = sims.ravel()[valid]
-    order = np.argsort(knn_keys, kind="stable")
-    knn_keys = knn_keys[order]
-    knn_vals = knn_vals[order]
-    query = rows.astype(np.int64) * n + cols.astype(np.int64)
-    pos = np.searchsorted(knn_keys, query)
-    pos_c = np.minimum(pos, len(knn_keys) - 1)
-    found = knn_keys[pos_c] == query
-    out[found] = knn_vals[pos_c[found]]
-    missing = np.flatnonzero(~found)
-    if len(missing):
-        out[missing] = pair_inner_products(x, rows[missing], cols[missing])
-    return out
-
-
-def k_reciprocal_weights(x: torch.Tensor, knn: KNN, k1: int) -> sp.csr_matrix:
-    """The sparse rows of V (before query expansion) as an N x N float32 CSR, sorted indices.
-
-    Shared by the dense and the sparse implementation: both must see the very same
+    Shared by the dense and the sparse Jaccard graph: both must see the very same
     float32 values for their distances (and so their DBSCAN labels) to agree exactly.
     """
-    _, rank = knn
+    rank = graph.idx
     n = rank.shape[0]
     star = expanded_k_reciprocal_sets(rank, k1)
     counts = np.diff(star.indptr)
     if (counts == 0).any():  # cannot happen: i is always in R(i, k1)
         raise RuntimeError("a point has an empty k-reciprocal set; is the k-NN list missing the point itself?")
     rows = np.repeat(np.arange(n), counts)
-    sims = pair_similarities(x, rows, star.indices, knn)
+    sims = graph.similarities(rows, star.indices)
     dist = 2.0 - 2.0 * sims.astype(np.float64)  # squared Euclidean distance of unit vectors
     starts = star.indptr[:-1]
     dist -= np.repeat(np.minimum.reduceat(dist, starts), counts)  # softmax shift, exact in exp ratios
@@ -178,74 +153,48 @@ def expanded_weights(v: sp.csr_matrix, rank: np.ndarray, k2: int) -> sp.csr_matr
     return vq
 
 
-def _compute_knn(x: torch.Tensor, k1: int, knn: Optional[KNN], knn_index: str) -> KNN:
-    if knn is not None:
-        sims, rank = knn
-        if rank.shape[1] < min(k1, x.shape[0]):
-            raise ValueError(f"the given k-NN lists have {rank.shape[1]} columns, k1={k1} needs {k1}")
-        return np.asarray(sims, np.float32)[:, :k1], np.asarray(rank, np.int64)[:, :k1]
-    return knn_search(x, k1, index=knn_index)
+@dataclass
+class JaccardGraph:
+    """The Jaccard stage's result: every pair within ``bound``, and each point's nearest other distance.
+
+    ``dist`` (N x N float32 CSR, symmetric, sorted indices) stores exactly the pairs with
+    Jaccard distance ``<= bound``, the diagonal's zeros included; DBSCAN with any
+    ``eps <= bound`` needs nothing else, so an eps sweep computes the distances once
+    with the largest eps as the bound.  ``nearest`` is exact even where it exceeds the
+    bound (1.0 where a point shares no support with any other).
+    """
+
+    dist: sp.csr_matrix
+    nearest: np.ndarray  # float32 (N,)
+    bound: float
+    seconds: Dict[str, float] = field(default_factory=dict)
 
 
-def _check_args(x: torch.Tensor, k1: int, k2: int) -> None:
-    if k1 < 1 or k2 < 1:
-        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
-    if x.shape[0] == 0:
-        raise ValueError("cannot compute Jaccard distances of an empty feature set")
-
-
-def _tick(timings: Optional[Dict[str, float]], key: str, start: float) -> float:
-    now = time.perf_counter()
-    if timings is not None:
-        timings[key] = timings.get(key, 0.0) + now - start
-    return now
-
-
-def compute_jaccard_distance_sparse(
-    features: ArrayLike,
-    k1: int = 30,
-    k2: int = 6,
+def sparse_jaccard_graph(
+    weights: sp.csr_matrix,
+    rank: np.ndarray,
+    k2: int,
+    bound: float,
     *,
-    knn: Optional[KNN] = None,
-    knn_index: str = "exact",
     max_pairs_per_chunk: int = 500_000,
     workers: Optional[int] = None,
-    timings: Optional[Dict[str, float]] = None,
-) -> sp.csr_matrix:
-    """k-reciprocal Jaccard distances of all pairs closer than 1, as an N x N float32 CSR.
+) -> JaccardGraph:
+    """Jaccard distances of the pairs within ``bound``, without anything N x N.
 
-    Stored entries are exactly the pairs whose expanded V rows share a support column
-    (their distance is < 1, or 0 for identical rows: zeros are stored explicitly, the
-    diagonal included); every absent pair is at distance exactly 1.  The matrix is
-    symmetric with sorted indices.
-
-    ``m[i, j] = sum_k min(V[i,k], V[j,k])`` is accumulated column by column of the
-    support: for each stored ``(i, k)``, the column ``k`` of V lists the ``j`` to update.
-    Rows are processed in chunks of at most ``max_pairs_per_chunk`` such updates, and
-    each chunk's updates are summed by a sparse product ``E @ P`` (E: updates of a row,
-    P: one-hot target column of an update), which adds them in C, in emission order,
-    without sorting.  Memory is O(N * k1 * k2) for V plus O(chunk) for the updates.
-
-    Args:
-        features: (N, D) L2-normalised features (numpy, or torch on CPU / CUDA).
-        k1, k2: re-ranking parameters (k-reciprocal neighbours, query expansion).
-        knn: optional precomputed ``(sims, idx)`` from :func:`knn_search` with >= k1 columns.
-        knn_index: ``"exact"`` or ``"ivf"`` when ``knn`` is not given.
-        max_pairs_per_chunk: bound on the per-chunk (i, k, j) updates (~60 bytes each).
-        workers: threads working on chunks (memory: one chunk each); default: ``torch.get_num_threads()``.
-        timings: optional dict that receives per-stage seconds.
+    ``weights`` is the k-reciprocal encoding (:func:`k_reciprocal_weights`), ``rank`` the
+    k-NN lists it came from (for the query expansion).  ``m[i, j] = sum_k min(V[i,k],
+    V[j,k])`` is accumulated column by column of the support: for each stored ``(i, k)``,
+    the column ``k`` of V lists the ``j`` to update.  Rows are processed in chunks of at
+    most ``max_pairs_per_chunk`` such updates, and each chunk's updates are summed by a
+    sparse product ``E @ P`` (E: updates of a row, P: one-hot target column of an update),
+    which adds them in C, in emission order, without sorting.  Memory is O(N * k1 * k2)
+    for V plus O(chunk) per worker thread for the updates.
     """
-    x = as_float32_tensor(features)
-    _check_args(x, k1, k2)
-    n = x.shape[0]
+    n = weights.shape[0]
+    seconds: Dict[str, float] = {}
     t = time.perf_counter()
-    knn = _compute_knn(x, k1, knn, knn_index)
-    t = _tick(timings, "knn", t)
-    v = k_reciprocal_weights(x, knn, k1)
-    t = _tick(timings, "k_reciprocal", t)
-    vq = expanded_weights(v, knn[1], k2)
-    del v
-    t = _tick(timings, "query_expansion", t)
+    vq = expanded_weights(weights, rank, k2)
+    t = _tick(seconds, "query_expansion", t)
     logger.debug("Jaccard: V has %.1f non-zeros per row after query expansion", vq.nnz / n)
 
     col = vq.tocsc()
@@ -260,16 +209,17 @@ def compute_jaccard_distance_sparse(
     logger.debug("Jaccard: %d min-updates in %d chunks", int(row_updates.sum()), len(bounds) - 1)
 
     out_indptr = [np.zeros(1, np.int64)]
-    out_indices, out_data = [], []
+    out_indices, out_data, nearest = [], [], []
     nnz_so_far = 0
     chunks = list(zip(bounds[:-1], bounds[1:]))
     # NumPy and SciPy release the GIL in the heavy calls: threads give ~1.9x on 2 cores
     with ThreadPoolExecutor(max(1, min(workers or torch.get_num_threads(), len(chunks)))) as pool:
-        pieces = pool.map(lambda ab: _jaccard_rows(vq, col, col_nnz, row_updates, *ab), chunks)
-        for indptr, indices, data in progress(pieces, total=len(chunks), desc="Jaccard"):
-            out_indptr.append(indptr[1:].astype(np.int64) + nnz_so_far)
+        pieces = pool.map(lambda ab: _jaccard_rows(vq, col, col_nnz, row_updates, bound, *ab), chunks)
+        for indptr, indices, data, near in progress(pieces, total=len(chunks), desc="Jaccard"):
+            out_indptr.append(indptr[1:] + nnz_so_far)
             out_indices.append(indices)
             out_data.append(data)
+            nearest.append(near)
             nnz_so_far += len(indices)
     dist = sp.csr_matrix(
         (np.concatenate(out_data) if out_data else np.zeros(0, np.float32),
@@ -278,9 +228,15 @@ def compute_jaccard_distance_sparse(
         shape=(n, n),
     )
     dist.sort_indices()
-    _tick(timings, "min_sum", t)
-    logger.debug("Jaccard: %.1f stored pairs per row", dist.nnz / n)
-    return dist
+    _tick(seconds, "min_sum", t)
+    logger.debug("Jaccard: %.1f stored pairs per row within %.3f", dist.nnz / n, bound)
+    return JaccardGraph(dist, np.concatenate(nearest) if nearest else np.ones(0, np.float32), float(bound), seconds)
+
+
+def _tick(seconds: Dict[str, float], key: str, start: float) -> float:
+    now = time.perf_counter()
+    seconds[key] = seconds.get(key, 0.0) + now - start
+    return now
 
 
 def _chunk_bounds(weights: np.ndarray, budget: int) -> np.ndarray:
@@ -299,9 +255,11 @@ def _chunk_bounds(weights: np.ndarray, budget: int) -> np.ndarray:
 
 
 def _jaccard_rows(
-    vq: sp.csr_matrix, col: sp.csc_matrix, col_nnz: np.ndarray, row_updates: np.ndarray, a: int, b: int
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR pieces (indptr, indices, float32 data) of the Jaccard rows ``a:b``."""
+    vq: sp.csr_matrix, col: sp.csc_matrix, col_nnz: np.ndarray, row_updates: np.ndarray, bound: float,
+    a: int, b: int,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CSR pieces (int64 indptr, indices, float32 data) of the Jaccard rows ``a:b`` within ``bound``,
+    and those rows' nearest other distance."""
     n = vq.shape[0]
     lo, hi = vq.indptr[a], vq.indptr[b]
     ks = vq.indices[lo:hi]
@@ -327,21 +285,27 @@ def _jaccard_rows(
     )
     m = (e @ p).tocsr()
     del e, p, mins, targets
-    m_data = m.data
-    d = 1.0 - m_data / (2.0 - m_data)
+    d = 1.0 - m.data / (2.0 - m.data)
     np.maximum(d, 0.0, out=d)
-    return m.indptr, m.indices, d.astype(np.float32)
+    d = d.astype(np.float32)
+    rows = np.repeat(np.arange(b - a), np.diff(m.indptr))
+    nearest = _row_minimum(np.where(m.indices != a + rows, d, np.float32(1.0)), m.indptr)
+    keep = d <= bound  # in float32, as DBSCAN compares
+    indptr = np.zeros(b - a + 1, np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=b - a), out=indptr[1:])
+    return indptr, m.indices[keep], d[keep], nearest
 
 
-def compute_jaccard_distance_dense(
-    features: ArrayLike,
-    k1: int = 30,
-    k2: int = 6,
-    *,
-    knn: Optional[KNN] = None,
-    knn_index: str = "exact",
-    timings: Optional[Dict[str, float]] = None,
-) -> np.ndarray:
+def _row_minimum(values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """Minimum of each CSR row's values, capped at 1.0 (1.0 for an empty row)."""
+    out = np.ones(len(indptr) - 1, np.float32)
+    nonempty = np.diff(indptr) > 0
+    if nonempty.any():
+        out[nonempty] = np.minimum(np.minimum.reduceat(values, indptr[:-1][nonempty]), 1.0)
+    return out
+
+
+def dense_jaccard_matrix(weights: sp.csr_matrix, rank: np.ndarray, k2: int) -> np.ndarray:
     """k-reciprocal Jaccard distances as a dense N x N float32 matrix (the published approach).
 
     Kept as the comparison path: same algorithm and memory profile as the SpCL /
@@ -349,20 +313,11 @@ def compute_jaccard_distance_dense(
     column, one row of the Jaccard matrix at a time), so benchmarks compare against
     what those pipelines do.  Its values equal the sparse implementation's bit for bit.
     """
-    x = as_float32_tensor(features)
-    _check_args(x, k1, k2)
-    n = x.shape[0]
-    t = time.perf_counter()
-    knn = _compute_knn(x, k1, knn, knn_index)
-    rank = knn[1]
-    t = _tick(timings, "knn", t)
-    v_sparse = k_reciprocal_weights(x, knn, k1)
+    n = weights.shape[0]
     v = np.zeros((n, n), np.float32)
     for a in range(0, n, 4096):  # scatter the sparse rows without an N*nnz temporary
-        blk = v_sparse[a:a + 4096].tocoo()
+        blk = weights[a:a + 4096].tocoo()
         v[blk.row + a, blk.col] = blk.data
-    del v_sparse
-    t = _tick(timings, "k_reciprocal", t)
 
     k2 = int(max(1, min(k2, rank.shape[1])))
     if k2 != 1:
@@ -380,7 +335,6 @@ def compute_jaccard_distance_dense(
             v_qe[i] = acc
         v = v_qe
         del v_qe
-    t = _tick(timings, "query_expansion", t)
 
     # inverted index: for every column k, the rows with V[:, k] != 0 (ascending)
     nz_rows, nz_cols = [], []
@@ -408,5 +362,63 @@ def compute_jaccard_distance_dense(
         row = 1.0 - temp_min / (2.0 - temp_min)
         np.maximum(row, 0.0, out=row)
         jaccard[i] = row
-    _tick(timings, "min_sum", t)
     return jaccard
+
+
+def dense_jaccard_graph(weights: sp.csr_matrix, rank: np.ndarray, k2: int, bound: float) -> JaccardGraph:
+    """:func:`dense_jaccard_matrix` cut to the pairs within ``bound``, for the ``CLUSTER.JACCARD dense`` path."""
+    seconds: Dict[str, float] = {}
+    t = time.perf_counter()
+    dist = dense_jaccard_matrix(weights, rank, k2)
+    t = _tick(seconds, "min_sum", t)
+    n = dist.shape[0]
+    nearest = np.ones(n, np.float32)
+    rows, cols, vals = [], [], []
+    for a in range(0, n, 2048):
+        blk = dist[a:a + 2048]
+        r, c = np.nonzero(blk <= bound)
+        rows.append(r + a)
+        cols.append(c)
+        vals.append(blk[r, c])
+        r = np.arange(blk.shape[0])
+        diag = blk[r, a + r].copy()
+        blk[r, a + r] = np.inf
+        nearest[a:a + 2048] = np.minimum(blk.min(axis=1), 1.0)
+        blk[r, a + r] = diag
+    del dist
+    graph = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    graph.sort_indices()
+    _tick(seconds, "cut", t)
+    return JaccardGraph(graph, nearest, float(bound), seconds)
+
+
+def knn_graph_for(features: ArrayLike, k1: int, k2: int, knn: Optional[KNN] = None,
+                  knn_index: str = "exact") -> KNNGraph:
+    """The k-NN graph for the one-call helpers below: searched, or from given ``(sims, idx)`` lists."""
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
+    if knn is None:
+        return build_knn_graph(features, k1, index=knn_index)
+    sims, rank = knn
+    x = prepare_features(features)
+    if rank.shape[1] < min(k1, x.shape[0]):
+        raise ValueError(f"the given k-NN lists have {rank.shape[1]} columns, k1={k1} needs {k1}")
+    return KNNGraph(x, np.asarray(sims, np.float32)[:, :k1], np.asarray(rank, np.int64)[:, :k1])
+
+
+def compute_jaccard_distance_sparse(features: ArrayLike, k1: int = 30, k2: int = 6, *, knn: Optional[KNN] = None,
+                                    knn_index: str = "exact", bound: float = 1.0, **options: Any) -> sp.csr_matrix:
+    """All stages up to the sparse Jaccard matrix in one call (pairs within ``bound``; absent pairs at 1).
+
+    ``knn``: optional precomputed ``(sims, idx)`` with >= k1 columns; ``options`` go to
+    :func:`sparse_jaccard_graph`.
+    """
+    graph = knn_graph_for(features, k1, k2, knn, knn_index)
+    return sparse_jaccard_graph(k_reciprocal_weights(graph, k1), graph.idx, k2, bound, **options).dist
+
+
+def compute_jaccard_distance_dense(features: ArrayLike, k1: int = 30, k2: int = 6, *, knn: Optional[KNN] = None,
+                                   knn_index: str = "exact") -> np.ndarray:
+    """All stages up to the dense N x N Jaccard matrix in one call (see :func:`dense_jaccard_matrix`)."""
+    graph = knn_graph_for(features, k1, k2, knn, knn_index)
+    return dense_jaccard_matrix(k_reciprocal_weights(graph, k1), graph.idx, k2)

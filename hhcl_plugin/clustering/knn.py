@@ -26,10 +26,13 @@ import logging
 import math
 import sys
 import warnings
-from typing import Iterable, Iterator, List, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+
+from ..utils.errors import ClusteringError
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +78,61 @@ def as_float32_tensor(features: ArrayLike) -> torch.Tensor:
     return t
 
 
-def all_finite(x: torch.Tensor, rows: int = 4096) -> bool:
-    """``torch.isfinite(x).all()`` in row chunks.
+def prepare_features(features: ArrayLike) -> torch.Tensor:
+    """float32 (N, D) tensor, finite and L2-normalised: the one check every later stage relies on.
 
-    The one-shot form materialises ``x.abs()`` and two boolean masks, 1.7x the size
-    of ``x``: at N = 32,621 that transient alone (450 MB) was the clustering's peak.
+    The k-reciprocal weights assume cosine similarities, and a NaN would silently empty
+    the screened k-NN candidate lists, so nothing downstream checks again.
     """
-    return all(bool(torch.isfinite(chunk).all()) for chunk in x.split(rows))
+    x = as_float32_tensor(features)
+    if x.shape[0] == 0:
+        raise ClusteringError("no features to cluster (the training set is empty)")
+    norms = x.norm(dim=1)  # NaN or Inf anywhere in a row makes its norm NaN or Inf: no second pass
+    if not bool(torch.isfinite(norms).all()):
+        raise ClusteringError("features contain NaN or Inf; check the model and the feature extraction")
+    if bool(((norms - 1).abs() > 1e-3).any()):
+        logger.warning("clustering: features are not L2-normalised (norms %.3f..%.3f); normalising them",
+                       float(norms.min()), float(norms.max()))
+        x = torch.nn.functional.normalize(x, dim=1)
+    return x
 
 
-def knn_search(
+@dataclass
+class KNNGraph:
+    """The first clustering stage's result: checked features and each point's k nearest neighbours.
+
+    ``idx[i, 0] == i``; the other columns are in decreasing cosine similarity ``sims``.
+    Later stages take the features from here, so they are converted and checked once.
+    """
+
+    features: torch.Tensor  # float32 (N, D), finite, L2-normalised, on the caller's device
+    sims: np.ndarray  # float32 (N, k)
+    idx: np.ndarray  # int64 (N, k); -1 marks a slot an approximate index left empty
+
+    def similarities(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the pairs ``(rows[t], cols[t])`` as float32.
+
+        Most pairs asked for are k-NN pairs whose similarity the search already computed;
+        only the others are recomputed, so the cost stays O(#missing * D).
+        """
+        n = self.idx.shape[0]
+        out = np.empty(len(rows), np.float32)
+        valid = self.idx.ravel() >= 0
+        knn_keys = (np.arange(n, dtype=np.int64)[:, None] * n + self.idx).ravel()[valid]
+        knn_vals = self.sims.ravel()[valid]
+        order = np.argsort(knn_keys, kind="stable")
+        knn_keys, knn_vals = knn_keys[order], knn_vals[order]
+        query = rows.astype(np.int64) * n + cols.astype(np.int64)
+        pos = np.minimum(np.searchsorted(knn_keys, query), len(knn_keys) - 1)
+        found = knn_keys[pos] == query
+        out[found] = knn_vals[pos[found]]
+        missing = np.flatnonzero(~found)
+        if len(missing):
+            out[missing] = pair_inner_products(self.features, rows[missing], cols[missing])
+        return out
+
+
+def build_knn_graph(
     features: ArrayLike,
     k: int,
     *,
@@ -94,11 +142,11 @@ def knn_search(
     nprobe: Optional[int] = None,
     query_chunk: int = 16384,
     screen: bool = True,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours of every row among all rows, by inner product.
+) -> KNNGraph:
+    """k nearest neighbours of every row among all rows, by inner product of the normalised features.
 
     Args:
-        features: (N, D) L2-normalised features, numpy or torch (CPU or CUDA).
+        features: (N, D) features, numpy or torch (CPU or CUDA); checked and normalised here.
         k: neighbours per point, the point itself included; clipped to N.
         index: ``"exact"`` or ``"ivf"`` (approximate, faiss IVF-Flat).
         block_size: rows per matmul block of the exact torch search.
@@ -106,20 +154,11 @@ def knn_search(
         query_chunk: queries per faiss search call.
         screen: allow the bfloat16-screened exact search on CPU (same result, faster
             where the CPU has bfloat16 matrix units); False forces plain float32 blocks.
-
-    Returns:
-        ``(sims, idx)``: float32 (N, k) cosine similarities and int64 (N, k) indices.
-        Column 0 is the point itself; the other columns are in decreasing similarity.
     """
     if index not in KNN_INDEX_TYPES:
         raise ValueError(f"unknown k-NN index '{index}', expected one of {', '.join(KNN_INDEX_TYPES)}")
-    x = as_float32_tensor(features)
-    n = x.shape[0]
-    if n == 0:
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64)
-    if not all_finite(x):  # NaN would silently empty the screened candidate lists
-        raise ValueError("k-NN search: features contain NaN or Inf; check the model and the feature extraction")
-    k = int(max(1, min(k, n)))
+    x = prepare_features(features)
+    k = int(max(1, min(k, x.shape[0])))
     on_cuda = x.is_cuda
     use_faiss_gpu = on_cuda and faiss_num_gpus() > 0
     if index == "ivf":
@@ -129,7 +168,13 @@ def knn_search(
     else:
         found = _screened_topk(x, k, block_size=block_size) if screen and not on_cuda else None
         sims, idx = found if found is not None else _torch_blocked_topk(x, k, block_size=block_size)
-    return _put_self_first(x, sims, idx)
+    return KNNGraph(x, *_put_self_first(x, sims, idx))
+
+
+def knn_search(features: ArrayLike, k: int, **options: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """``(sims, idx)`` of :func:`build_knn_graph`: float32 and int64 (N, k), column 0 the point itself."""
+    graph = build_knn_graph(features, k, **options)
+    return graph.sims, graph.idx
 
 
 def _torch_blocked_topk(x: torch.Tensor, k: int, block_size: int = 2048) -> Tuple[np.ndarray, np.ndarray]:

@@ -65,6 +65,13 @@ _C.CLUSTER.KNN_INDEX = "exact"  # exact | ivf (approximate, for very large N)
 # exact search on CPU: screen block products in bfloat16 where the CPU has bf16 matrix units,
 # then re-score survivors in float32 (same neighbours, ~2x faster); False: float32 blocks only
 _C.CLUSTER.KNN_BF16_SCREEN = True
+# CLUSTER.NAME infomap: InfoMap on the k-NN graph (links to the K nearest with cosine >= MIN_SIM);
+# modules smaller than MIN_SIZE are outliers; TRIALS: InfoMap restarts, the best one kept
+_C.CLUSTER.INFOMAP = CN()
+_C.CLUSTER.INFOMAP.K = 15
+_C.CLUSTER.INFOMAP.MIN_SIM = 0.5
+_C.CLUSTER.INFOMAP.MIN_SIZE = 2
+_C.CLUSTER.INFOMAP.TRIALS = 1
 
 # ---------------------------------------------------------------------------- memory
 _C.MEMORY = CN()
