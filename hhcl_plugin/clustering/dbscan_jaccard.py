@@ -8,6 +8,7 @@ from typing import Any, Optional
 from ..utils.errors import ClusteringError
 from .build import CLUSTERER_REGISTRY
 from .dbscan import dbscan_precomputed_sparse
+from .eps_rule import AUTO, EpsSetting, largest_eps, resolve_eps
 from .jaccard import JaccardGraph, dense_jaccard_graph, k_reciprocal_weights, sparse_jaccard_graph
 from .knn import ArrayLike, build_knn_graph
 from .result import ClusteringResult, nearest_distance_stats, release_free_heap
@@ -31,7 +32,7 @@ class DBSCANJaccardClusterer:
         c = cfg.CLUSTER
         self.k1 = int(c.K1)
         self.k2 = int(c.K2)
-        self.eps = float(c.EPS)
+        self.eps: EpsSetting = AUTO if c.EPS == AUTO else float(c.EPS)
         self.min_samples = int(c.MIN_SAMPLES)
         self.jaccard = str(c.JACCARD).lower()
         self.knn_index = str(c.KNN_INDEX).lower()
@@ -50,8 +51,8 @@ class DBSCANJaccardClusterer:
         return self.cluster_graph(self.jaccard_graph(features))
 
     def jaccard_graph(self, features: ArrayLike, bound: Optional[float] = None) -> JaccardGraph:
-        """Jaccard distances of every pair within ``bound`` (default: eps), each stage's seconds."""
-        bound = self.eps if bound is None else float(bound)
+        """Jaccard distances of every pair within ``bound`` (default: the largest eps CLUSTER.EPS can mean)."""
+        bound = largest_eps(self.eps) if bound is None else float(bound)
         n = len(features)
         start = time.perf_counter()
         logger.info("clustering %d features: k-NN (%s, k1=%d)", n, self.knn_index, self.k1)
@@ -74,18 +75,20 @@ class DBSCANJaccardClusterer:
         return graph
 
     def cluster_graph(self, graph: JaccardGraph, eps: Optional[float] = None) -> ClusteringResult:
-        """DBSCAN labels at ``eps`` (default: the clusterer's), which must not exceed the graph's bound."""
-        eps = self.eps if eps is None else float(eps)
+        """DBSCAN labels at ``eps`` (default: the clusterer's, ``auto`` chosen from this graph), within its bound."""
+        eps = resolve_eps(self.eps, graph.nearest) if eps is None else float(eps)
         if eps > graph.bound:
             raise ValueError(f"eps {eps} exceeds the Jaccard graph's bound {graph.bound}: pairs beyond it are "
                              "missing; compute the graph with bound >= the largest eps")
         start = time.perf_counter()
-        logger.info("clustering: DBSCAN (eps=%.3f, min_samples=%d)", eps, self.min_samples)
+        logger.info("clustering: DBSCAN (eps=%.3f%s, min_samples=%d)", eps, f" by the {AUTO} rule" * (self.eps == AUTO),
+                    self.min_samples)
         labels = dbscan_precomputed_sparse(graph.dist, eps, self.min_samples)
         seconds = dict(graph.seconds)
         seconds["dbscan"] = time.perf_counter() - start
         seconds["total"] = seconds["knn"] + seconds["jaccard"] + seconds["dbscan"]
         result = ClusteringResult.from_labels(labels, seconds, nearest_distance_stats(graph.nearest, eps))
+        result.eps = eps
         logger.info("clustering: %d clusters, %d outliers of %d in %.1fs (k-NN %.1fs, Jaccard %.1fs, DBSCAN %.1fs)",
                     result.num_clusters, result.num_outliers, len(labels), seconds["total"], seconds["knn"],
                     seconds["jaccard"], seconds["dbscan"])

@@ -43,6 +43,11 @@ def auto_eps(nearest: np.ndarray) -> float:
     return float(np.clip(np.median(np.asarray(nearest, np.float64)), low, high))
 
 
+def largest_eps(setting: EpsSetting) -> float:
+    """The largest radius a setting can stand for: the Jaccard graph's bound needed to cluster with it."""
+    return AUTO_EPS_RANGE[1] if setting == AUTO else float(setting)
+
+
 def resolve_eps(setting: EpsSetting, nearest: np.ndarray) -> float:
     """The radius a setting stands for: itself, or the ``auto`` rule applied to ``nearest``."""
     return auto_eps(nearest) if setting == AUTO else float(setting)

@@ -24,6 +24,7 @@ class ClusteringResult:
     num_outliers: int
     seconds: Dict[str, float] = field(default_factory=dict)
     distance_stats: Dict[str, float] = field(default_factory=dict)
+    eps: Optional[float] = None  # the DBSCAN radius used, where there is one (CLUSTER.EPS auto picks it per run)
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, seconds: Dict[str, float],

@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from tabulate import tabulate
+from yacs.config import CfgNode
 
 from ..clustering import build_clusterer
-from ..clustering.eps_rule import AUTO, EpsSetting, check_eps, resolve_eps
+from ..clustering.eps_rule import AUTO, EpsSetting, check_eps, largest_eps, resolve_eps
 from ..clustering.summary import cluster_summary, has_ground_truth
 from ..config import setup_cfg
 from ..data import build_data
@@ -78,19 +79,23 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag} {path} is a folder; give a file name")
 
 
-def sweep(cfg, features: np.ndarray, eps_settings: Sequence[EpsSetting],
+def build_sweeping_clusterer(cfg: CfgNode) -> Any:
+    """The configured clusterer, which must be one whose distances can be computed once for many eps."""
+    clusterer = build_clusterer(cfg)
+    if not hasattr(clusterer, "jaccard_graph"):
+        raise ConfigError(f"hhcl-cluster sweeps DBSCAN's eps, but CLUSTER.NAME is {cfg.CLUSTER.NAME}; "
+                          "add CLUSTER.NAME dbscan_jaccard")
+    return clusterer
+
+
+def sweep(clusterer: Any, features: np.ndarray, eps_settings: Sequence[EpsSetting],
           ground_truth: Optional[np.ndarray]) -> List[Dict]:
     """One summary per eps setting, from a single Jaccard graph; ``auto`` rows also carry the eps chosen."""
-    clusterer = build_clusterer(cfg)
-    numbers = [e for e in eps_settings if e != AUTO]
-    bound = None if AUTO in eps_settings else max(numbers)  # auto may pick any eps: keep all pairs then
-    graph = clusterer.jaccard_graph(features, bound=bound)
-    logger.info("Jaccard distances of %d images in %.1fs", len(features), graph.seconds)
+    graph = clusterer.jaccard_graph(features, bound=max(largest_eps(e) for e in eps_settings))
     rows = []
     for setting in eps_settings:
-        eps = resolve_eps(setting, graph.nearest)
-        result = clusterer.cluster_graph(graph, eps=eps)
-        rows.append({"setting": setting, "eps": eps, "labels": result.labels,
+        result = clusterer.cluster_graph(graph, eps=resolve_eps(setting, graph.nearest))
+        rows.append({"setting": setting, "eps": result.eps, "labels": result.labels,
                      **cluster_summary(result.labels, ground_truth)})
     return rows
 
@@ -107,11 +112,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = setup_cfg(args.config_file, args.opts)
     eps_settings = parse_eps(args.eps or [str(cfg.CLUSTER.EPS)])
     check_outputs(args)
+    clusterer = build_sweeping_clusterer(cfg)
     data = build_data(cfg)
     paths = [path for path, _, _ in data.train]
     features = Embedder(cfg).embed(paths)
     gt = data.train_ground_truth if has_ground_truth(data.train_ground_truth) else None
-    rows = sweep(cfg, features, eps_settings, gt)
+    rows = sweep(clusterer, features, eps_settings, gt)
     logger.info("clusterings of the %d training images of %s (CLUSTER.K1 %d, K2 %d, MIN_SAMPLES %d):\n%s",
                 len(paths), data.name, cfg.CLUSTER.K1, cfg.CLUSTER.K2, cfg.CLUSTER.MIN_SAMPLES, format_table(rows))
     if args.output:
