@@ -54,6 +54,7 @@ setup(
         "hhcl-train=hhcl_plugin.tools.train:main",
         "hhcl-embed=hhcl_plugin.tools.embed:main",
         "hhcl-export=hhcl_plugin.tools.export:main",
+        "hhcl-cluster=hhcl_plugin.tools.cluster:main",
     ]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"radii to try: numbers in (0, 1) or '{AUTO}' (the label-free rule); default: CLUSTER.EPS")
     parser.add_argument("--output", metavar="F.json", help="also write the rows (and the auto eps) as JSON")
     parser.add_argument("--figure", metavar="F.png",
-                        help="grid of random clusters and outliers; with several eps one file per eps, F_eps0.50.png")
+                        help="grid of random clusters and outliers; with several eps one file per eps: F_eps0.5.png, F_auto.png")
     add_config_arguments(parser)
     return parser
 
@@ -62,12 +62,12 @@ def parse_eps(values: Sequence[str]) -> List[EpsSetting]:
     return out
 
 
-def figure_paths(figure: str, eps_values: Sequence[float]) -> List[str]:
-    """``figure`` itself for one eps; ``stem_eps0.50.png`` and so on for several."""
-    if len(eps_values) == 1:
+def figure_paths(figure: str, eps_settings: Sequence[EpsSetting]) -> List[str]:
+    """``figure`` itself for one setting; ``stem_eps0.5.png``, ``stem_auto.png`` and so on for several."""
+    if len(eps_settings) == 1:
         return [figure]
     stem, ext = os.path.splitext(figure)
-    return [f"{stem}_eps{eps:.2f}{ext}" for eps in eps_values]
+    return [f"{stem}_{AUTO if e == AUTO else f'eps{e:g}'}{ext}" for e in eps_settings]
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                        "rows": [{k: v for k, v in r.items() if k != "labels"} for r in rows]}, f, indent=2)
         logger.info("rows written to %s", args.output)
     if args.figure:
-        for row, path in zip(rows, figure_paths(args.figure, [r["eps"] for r in rows])):
+        for row, path in zip(rows, figure_paths(args.figure, eps_settings)):
             title = (f"{data.name}, eps {row['eps']:.3f}{' (auto)' if row['setting'] == AUTO else ''}: "
                      f"{row['clusters']} clusters, {row['outlier_pct']:.0f}% outliers")
             draw_cluster_grid(paths, row["labels"], path, title=title, seed=cfg.SEED, ground_truth=gt)
