@@ -151,3 +151,20 @@ def test_bad_input_is_one_line_before_any_work(args, message, capsys, tmp_path):
 def test_output_that_is_a_folder_is_refused(capsys, tmp_path):
     code, _, err = run(capsys, "DATASETS.ROOT", str(tmp_path / "never_made"), "--output", str(tmp_path))
     assert code == 2 and "--output" in err and "is a folder" in err and not (tmp_path / "never_made").exists()
+
+
+def test_grid_hook_writes_each_epochs_clustering_under_plots(tiny, tmp_path):
+    from types import SimpleNamespace
+
+    from hhcl_plugin.engine.cluster_grid_hook import ClusterGridHook
+
+    data = tiny[2]
+    labels = np.where(np.arange(len(data.train)) % 5 == 0, -1, np.arange(len(data.train)) % 7)
+    hook = ClusterGridHook()
+    hook.engine = SimpleNamespace(cfg=SimpleNamespace(OUTPUT_DIR=str(tmp_path), SEED=1), data=data,
+                                  pseudo_labels=labels, epoch_stats={"clusters": 7, "outlier_ratio": 0.2, "eps": 0.5})
+    for hook.engine.epoch in (0, 1):
+        hook.before_epoch()
+    names = sorted(os.listdir(tmp_path / "plots"))
+    assert names == ["clusters_epoch001.png", "clusters_epoch002.png"]
+    assert all(open(tmp_path / "plots" / n, "rb").read(8) == PNG for n in names)
