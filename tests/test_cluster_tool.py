@@ -14,7 +14,7 @@ from hhcl_plugin.config import setup_cfg
 from hhcl_plugin.data import build_data
 from hhcl_plugin.deploy import Embedder
 from hhcl_plugin.engine.cluster_grid import draw_cluster_grid
-from hhcl_plugin.tools.cluster import main
+from hhcl_plugin.tools.cluster import format_table, main, sweep
 from hhcl_plugin.utils.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,6 +78,15 @@ def test_sweep_prints_one_table_row_per_eps(tiny, capsys, tmp_path):
                               "largest", "size", "NMI", "ARI"]
     body = out.split(header, 1)[1].splitlines()[2:4]
     assert [line.split()[0] for line in body] == ["0.55", "0.65"]
+
+
+def test_sweep_without_identities_has_no_score_columns(tiny):
+    _, cfg, _, features = tiny
+    rows = sweep(build_clusterer(cfg), features, [0.6, "auto"], ground_truth=None)
+    assert [set(r) - {"labels"} for r in rows] == [{"setting", "eps", "clusters", "outlier_pct", "clustered",
+                                                     "median_size", "largest_size"}] * 2
+    header = format_table(rows).splitlines()[0].split()
+    assert header[-2:] == ["largest", "size"] and "ARI" not in header
 
 
 def test_sweep_figures_one_per_eps(swept):

@@ -25,7 +25,8 @@ def draw_cluster_grid(paths: Sequence[str], labels: np.ndarray, out_path: str, *
         paths: image file of each clustered item, in the order of ``labels``.
         labels: pseudo label of each item, -1 for outliers.
         title: the figure's title, e.g. the eps and the cluster count.
-        clusters, members: rows of clusters drawn and images per row (random, reproducible from ``seed``).
+        clusters, members: rows of clusters drawn (the largest, and random others) and images per row
+            (random, reproducible from ``seed``).
         ground_truth: identities, where known: each image gets a green frame when it shows its row's most
             frequent identity and a red one when not (outliers: no frame).
     """
@@ -36,8 +37,12 @@ def draw_cluster_grid(paths: Sequence[str], labels: np.ndarray, out_path: str, *
 
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    ids = np.unique(labels[labels >= 0])
-    chosen = np.sort(rng.choice(ids, size=min(clusters, len(ids)), replace=False)) if len(ids) else ids
+    sizes = np.bincount(labels[labels >= 0])
+    chosen = np.flatnonzero(sizes)
+    if len(chosen) > clusters:  # the largest always: it is where different people merge first when eps is too large
+        largest = int(np.argmax(sizes))
+        others = rng.choice(chosen[chosen != largest], size=clusters - 1, replace=False)
+        chosen = np.sort(np.append(others, largest))
     rows = []
     for cid in chosen:
         idx = np.flatnonzero(labels == cid)

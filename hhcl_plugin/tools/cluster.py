@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eps", nargs="+", metavar="EPS",
                         help=f"radii to try: numbers in (0, 1) or '{AUTO}' (the label-free rule); default: CLUSTER.EPS")
     parser.add_argument("--output", metavar="F.json", help="also write the rows (and the auto eps) as JSON")
-    parser.add_argument("--figure", metavar="F.png",
-                        help="grid of random clusters and outliers; with several eps one file per eps: F_eps0.5.png, F_auto.png")
+    parser.add_argument("--figure", metavar="F.png", help="grid of the largest and random clusters and of outliers; "
+                        "with several eps one file each: F_eps0.5.png, F_auto.png")
     add_config_arguments(parser)
     return parser
 
