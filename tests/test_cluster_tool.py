@@ -177,3 +177,28 @@ def test_grid_hook_writes_each_epochs_clustering_under_plots(tiny, tmp_path):
     names = sorted(os.listdir(tmp_path / "plots"))
     assert names == ["clusters_epoch001.png", "clusters_epoch002.png"]
     assert all(open(tmp_path / "plots" / n, "rb").read(8) == PNG for n in names)
+
+
+def test_grid_hook_is_registered_only_without_query_and_gallery(tiny):
+    import dataclasses
+
+    import torch
+
+    from hhcl_plugin.engine import HHCLEngine
+    from hhcl_plugin.modeling import build_model
+
+    _, cfg, data, _ = tiny
+    names = lambda d: [type(h).__name__ for h in HHCLEngine(cfg, d, build_model(cfg), torch.device("cpu")).hooks]  # noqa: E731
+    assert "ClusterGridHook" not in names(data)
+    assert names(dataclasses.replace(data, query=[], gallery=[]))[:2] == ["ClusteringHook", "ClusterGridHook"]
+
+
+def test_training_with_eps_auto_records_each_epochs_eps(synth_root, tmp_path):
+    from hhcl_plugin.tools.train import main as train
+
+    out = str(tmp_path / "run")
+    assert train(["--config-file", CONFIG, *tiny_opts(synth_root, out), "CLUSTER.EPS", "auto",
+                  "SOLVER.MAX_EPOCH", "1"]) == 0
+    epochs = json.load(open(os.path.join(out, "metrics.json")))["epochs"]
+    assert len(epochs) == 1 and 0 < epochs[0]["eps"] < 1 and epochs[0]["clusters"] > 0
+    assert f"eps={epochs[0]['eps']:.3f} by the auto rule" in open(os.path.join(out, "log.txt")).read()

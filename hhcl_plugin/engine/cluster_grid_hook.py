@@ -19,6 +19,8 @@ class ClusterGridHook(HookBase):
     query / gallery: there the grid is the only view of whether the clusters are people.
     """
 
+    reads = ("pseudo_labels", "epoch_stats")
+
     def before_epoch(self) -> None:
         eng = self.engine
         if not comm.is_main_process():
