@@ -9,7 +9,8 @@ Why this rule: on ``synthreid`` ``default`` with ImageNet initialisation (``conf
 the ground-truth ARI of DBSCAN is within 90% of its best only for eps in a narrow band
 (0.48..0.59), and the median nearest-neighbour distance fell inside it on four generation
 seeds, while the knee of the sorted k-th-neighbour distances (the usual DBSCAN heuristic)
-fell at 0.77..0.89, far above it.  ``docs/eps.md`` has the measurements.
+fell at 0.76..0.89, far above it.  Its cost: about half of the images are outliers at every
+clustering (those with no neighbour within eps), also late in training.  ``docs/eps.md`` has the measurements.
 """
 from __future__ import annotations
 
