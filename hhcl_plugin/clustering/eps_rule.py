@@ -14,26 +14,11 @@ clustering (those with no neighbour within eps), also late in training.  ``docs/
 """
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 
-from ..utils.errors import ConfigError
+from ..config.config import AUTO, EpsSetting, check_eps  # noqa: F401  (the value check lives with the config's)
 
-AUTO = "auto"
 AUTO_EPS_RANGE = (0.05, 0.95)
-
-EpsSetting = Union[float, str]
-
-
-def check_eps(value: EpsSetting, name: str = "CLUSTER.EPS") -> EpsSetting:
-    """``value`` as a float in (0, 1), or ``AUTO``; a ConfigError naming ``name`` otherwise."""
-    if value == AUTO:
-        return AUTO
-    if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and 0 < value < 1:
-        return float(value)
-    raise ConfigError(f"{name} is {value!r}; use a number with 0 < eps < 1 (the Jaccard distance lies in [0, 1]) "
-                      f"or '{AUTO}'")
 
 
 def auto_eps(nearest: np.ndarray) -> float:

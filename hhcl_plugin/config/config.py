@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 from yacs.config import CfgNode
@@ -15,6 +15,8 @@ BASE_KEY = "_BASE_"
 # keys that take a number or a word (CLUSTER.EPS: a float or "auto"); yacs types a key by its default and would
 # refuse the other kind, so they are set past its type check and checked by check_cfg
 NUMBER_OR_WORD_KEYS = ("CLUSTER.EPS",)
+AUTO = "auto"  # CLUSTER.EPS auto: the radius chosen per clustering (hhcl_plugin.clustering.eps_rule)
+EpsSetting = Union[float, str]
 
 
 def get_cfg() -> CfgNode:
@@ -134,8 +136,6 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), cfg: Optional[Cfg
 
 def check_cfg(cfg: CfgNode) -> None:
     """Value checks yacs cannot express (it only checks types)."""
-    from ..clustering.eps_rule import check_eps
-
     choices = {
         "MODEL.DEVICE": ("auto", "cpu", "cuda"),
         "MODEL.POOLING": ("avg", "gem", "max"),
@@ -159,6 +159,16 @@ def check_cfg(cfg: CfgNode) -> None:
                           f"{cfg.TEST.RERANK_LAMBDA}, {cfg.TEST.RERANK_K1}, {cfg.TEST.RERANK_K2}")
     if not cfg.DATASETS.NAMES:
         raise ConfigError("DATASETS.NAMES is empty; name at least one dataset, e.g. market1501 or synthreid")
+
+
+def check_eps(value: EpsSetting, name: str = "CLUSTER.EPS") -> EpsSetting:
+    """``value`` as a float in (0, 1), or ``AUTO``; a ConfigError naming ``name`` otherwise."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+        return float(value)
+    raise ConfigError(f"{name} is {value!r}; use a number with 0 < eps < 1 (the Jaccard distance lies in [0, 1]) "
+                      f"or '{AUTO}'")
 
 
 def _value(cfg: CfgNode, key: str) -> Any:

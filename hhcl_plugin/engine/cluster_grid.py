@@ -43,13 +43,10 @@ def draw_cluster_grid(paths: Sequence[str], labels: np.ndarray, out_path: str, *
         largest = int(np.argmax(sizes))
         others = rng.choice(chosen[chosen != largest], size=clusters - 1, replace=False)
         chosen = np.sort(np.append(others, largest))
-    rows = []
-    for cid in chosen:
-        idx = np.flatnonzero(labels == cid)
-        rows.append((f"cluster {cid}\n{len(idx)} images", np.sort(rng.choice(idx, min(members, len(idx)), replace=False))))
+    sample = lambda idx: np.sort(rng.choice(idx, min(members, len(idx)), replace=False))  # noqa: E731
+    rows = [(f"cluster {cid}\n{int(sizes[cid])} images", sample(np.flatnonzero(labels == cid))) for cid in chosen]
     outliers = np.flatnonzero(labels < 0)
-    rows.append((f"outliers\n{len(outliers)} images", np.sort(rng.choice(outliers, min(members, len(outliers)),
-                                                                     replace=False))))
+    rows.append((f"outliers\n{len(outliers)} images", sample(outliers)))
 
     fig, axes = plt.subplots(len(rows), members, figsize=(0.75 * members + 0.9, 1.3 * len(rows)), squeeze=False)
     for (name, idx), row_axes in zip(rows, axes):
