@@ -7,9 +7,10 @@ known: that is the order of the official implementation (bupt-ai-cz/HHCL-ReID), 
 updates inside the backward pass, and the order the tests check.
 
 Every update here is vectorised over the batch (:mod:`.batch_update`: no Python loop over
-samples or clusters) and writes only the rows of the clusters in the batch; on a GPU it also keeps
-fixed shapes (no host synchronisation), so a step costs a few kernel launches instead
-of one small launch, and often one sync, per sample.
+samples or clusters; ``CM``'s official per-sample update loops over the K ranks of a P x K
+batch, each step moving all its clusters) and writes only the rows of the clusters in the batch;
+on a GPU it also keeps fixed shapes (no host synchronisation, but for ``CM``'s one read of K),
+so a step costs a few kernel launches instead of one small launch, and often one sync, per sample.
 
 Layout: one buffer ``bank`` of shape ``(R * C, D)`` holds all of a memory's banks
 stacked (``R`` banks of ``C`` rows each; the official layout), so one matrix product
