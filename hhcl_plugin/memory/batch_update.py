@@ -113,12 +113,15 @@ def sequential_momentum_update_(bank: torch.Tensor, targets: torch.Tensor, featu
         for sel in order.split(torch.bincount(rank, minlength=steps).tolist()):
             momentum_update_(bank, targets[sel], features[sel], momentum)
         return
-    for k in range(steps):  # fixed shapes: every sample writes its cluster's row, unchanged where absent
-        kth = groups.same & (rank == k).unsqueeze(0)  # [i, j]: j is the k-th sample of i's cluster
-        rows = bank.index_select(0, targets)
-        moved = features.index_select(0, kth.to(torch.uint8).argmax(1)).lerp_(rows, momentum)
-        moved.div_(moved.norm(dim=1, keepdim=True).clamp_(min=1e-12))
-        bank.index_copy_(0, targets, torch.where(kth.any(1, keepdim=True), moved, rows))
+    # fixed shapes: every sample carries its cluster's row through the steps, unchanged where the
+    # cluster has no k-th sample; [k, i, j]: j is the k-th sample of i's cluster
+    kth = groups.same.unsqueeze(0) & (rank == torch.arange(steps, device=rank.device).unsqueeze(1)).unsqueeze(1)
+    source, present = kth.to(torch.uint8).argmax(2), kth.any(2, keepdim=True)
+    rows = bank.index_select(0, targets)
+    for k in range(steps):
+        moved = features.index_select(0, source[k]).lerp_(rows, momentum)
+        rows = torch.where(present[k], moved.div_(moved.norm(dim=1, keepdim=True).clamp_(min=1e-12)), rows)
+    bank.index_copy_(0, targets, rows)
 
 
 def batch_instance_slots(targets: torch.Tensor, num_instances: int,
