@@ -133,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             x = feats.clone().requires_grad_()
             reference_loss(mode, banks, x, targets, temp=memory.temp).backward()
             start = time.perf_counter()
-            reference_update_(banks, x, targets, momentum=memory.momentum)
+            reference_update_(banks, x, targets, momentum=memory.momentum, centroid_update=memory.centroid_update)
             update_times["slow"].append(time.perf_counter() - start)
 
         def update_as_called() -> None:
@@ -143,7 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             train_update(feats, targets)
 
         def loop_update() -> None:
-            reference_update_(banks, feats, targets, momentum=memory.momentum)
+            reference_update_(banks, feats, targets, momentum=memory.momentum,
+                              centroid_update=memory.centroid_update)
 
         called_fast, called_slow, called_ratio = paired_median_ms(update_as_called, loop_update, args.repeats)
         alone_fast, _, alone_ratio = paired_median_ms(standalone_update, loop_update, args.repeats)

@@ -10,7 +10,7 @@ def test_train_throughput_prints_a_row_per_batch_and_precision(capsys):
     config = os.path.join(ROOT, "configs", "hhcl_r50.yml")
     assert script["main"](["--config-file", config, "--batches", "4", "8", "--precisions", "fp32", "bf16",
                            "--clusters", "20", "--iters", "1", "--warmup", "0", "MODEL.BACKBONE.NAME", "resnet18",
-                           "INPUT.SIZE_TRAIN", "[64, 32]", "MODEL.DEVICE", "cpu"]) == 0
+                           "INPUT.SIZE_TRAIN", "[64, 32]", "MODEL.DEVICE", "cpu", "MODEL.BN_SPLIT", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [line.split() for line in lines[3:]]
     assert [(r[0], r[1]) for r in rows] == [("4", "fp32"), ("4", "bf16"), ("8", "fp32"), ("8", "bf16")]

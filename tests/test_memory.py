@@ -59,7 +59,7 @@ def step_both(memory, banks, x, targets, mode, **kw):
     ref = reference_loss(mode, banks, x2, targets, temp=memory.temp, hard_weight=kw.get("hard_weight", 0.5),
                          label_smooth=kw.get("label_smooth", 0.0))
     ref.backward()
-    reference_update_(banks, x2, targets, momentum=memory.momentum)
+    reference_update_(banks, x2, targets, momentum=memory.momentum, centroid_update=memory.centroid_update)
     return loss.detach(), x1.grad, ref.detach(), x2.grad
 
 
@@ -113,7 +113,7 @@ def test_explicit_update_matches_reference_and_forward_alone_does_not_update(mod
     assert_banks_equal(memory, banks, atol=0)
     before = memory.bank.clone()
     memory.update(x, targets)
-    reference_update_(banks, x, targets, momentum=memory.momentum)
+    reference_update_(banks, x, targets, momentum=memory.momentum, centroid_update=memory.centroid_update)
     assert_banks_equal(memory, banks)
     assert not torch.equal(memory.bank, before)
 
@@ -348,7 +348,9 @@ def test_state_dict_round_trip():
 @pytest.mark.parametrize("mode", MODES)
 def test_update_does_not_synchronise_with_host(mode):
     feats, labels = clustered_features(dtype=torch.float32)
-    memory = build_memory(make_cfg(mode), feats.cuda(), labels)
+    cfg = make_cfg(mode)
+    cfg.MEMORY.CM_UPDATE = "mean"  # per_sample reads its number of steps once (tests/test_parity.py)
+    memory = build_memory(cfg, feats.cuda(), labels)
     # the banks before the update: CMhybrid_v2 fills its instance slots at random, so a second
     # memory built from the same features would start from other slots
     ref = {name: bank.cpu() for name, bank in banks_of(memory).items()}
@@ -361,7 +363,8 @@ def test_update_does_not_synchronise_with_host(mode):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     banks = banks_of(memory.cpu())
-    reference_update_(ref, x.cpu(), targets.cpu(), momentum=memory.momentum)
+    reference_update_(ref, x.cpu(), targets.cpu(), momentum=memory.momentum,
+                      centroid_update=memory.centroid_update)
     for name in ref:
         torch.testing.assert_close(banks[name], ref[name], atol=1e-5, rtol=0)
 

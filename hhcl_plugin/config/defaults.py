@@ -23,8 +23,11 @@ _C.DATASETS.SYNTH_SEED = 0
 _C.INPUT = CN()
 _C.INPUT.SIZE_TRAIN = [256, 128]  # height, width
 _C.INPUT.SIZE_TEST = [256, 128]
-# torchreid transform names: random_flip, random_crop, random_erase, color_jitter, random_patch
+# train augmentations (hhcl_plugin.data.transforms): random_flip, random_crop (torchreid's: enlarge
+# 1.125x, crop), pad_crop (official: pad INPUT.PADDING, crop), random_patch, color_jitter, random_erase
 _C.INPUT.TRANSFORMS = ["random_flip", "random_crop", "random_erase"]
+_C.INPUT.PADDING = 10  # pixels padded by pad_crop
+_C.INPUT.INTERPOLATION = "bilinear"  # resize filter, train and test: bilinear (torchreid) | bicubic (official)
 _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
 _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
 
@@ -52,6 +55,9 @@ _C.MODEL.GEM_P = 3.0
 _C.MODEL.EMBEDDING_DIM = 0  # 0: no projection, the neck works on the backbone width
 _C.MODEL.CHANNELS_LAST = False  # channels_last memory format (GPU only; faster convolutions with AMP)
 _C.MODEL.SYNC_BN = False  # under DDP: batch statistics over the global batch
+# Training BatchNorm statistics over n equal consecutive sub-batches of each process's batch
+# (1: the whole batch). 4 on one GPU normalises as the official 4-GPU DataParallel run did.
+_C.MODEL.BN_SPLIT = 1
 
 # ---------------------------------------------------------------------------- clustering
 _C.CLUSTER = CN()
@@ -80,6 +86,9 @@ _C.MEMORY.TEMP = 0.05
 _C.MEMORY.MOMENTUM = 0.1
 _C.MEMORY.HARD_WEIGHT = 0.5
 _C.MEMORY.LABEL_SMOOTH = 0.0
+# CM's bank update: per_sample (official: one momentum step per sample, in batch order) | mean
+# (one step per cluster towards its batch mean). The hybrid modes' centroid banks always use the mean.
+_C.MEMORY.CM_UPDATE = "per_sample"
 
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()

@@ -1,8 +1,6 @@
 """Data loaders: features for clustering, pseudo-labelled training batches, evaluation."""
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import sys
 from dataclasses import dataclass
@@ -15,9 +13,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from ..utils import torchreid_compat as tr
 from ..utils.errors import ConfigError, DatasetError
 from .datasets import build_dataset
+from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +93,6 @@ def drop_unreadable(items: List[Item], split: str) -> List[Item]:
     if not kept:
         raise DatasetError(f"every image of the {split} split is unreadable")
     return kept
-
-
-def build_transforms(cfg: CfgNode) -> Tuple[Callable, Callable]:
-    """torchreid's train and test transforms; its listing of them goes to the debug log, not stdout."""
-    norm = dict(norm_mean=list(cfg.INPUT.PIXEL_MEAN), norm_std=list(cfg.INPUT.PIXEL_STD))
-    listing = io.StringIO()
-    with contextlib.redirect_stdout(listing):
-        transform_train, _ = tr.build_transforms(*cfg.INPUT.SIZE_TRAIN, transforms=list(cfg.INPUT.TRANSFORMS), **norm)
-        _, transform_test = tr.build_transforms(*cfg.INPUT.SIZE_TEST, transforms=[], **norm)
-    logger.debug("transforms:\n%s", listing.getvalue())
-    return transform_train, transform_test
 
 
 def build_data(cfg: CfgNode) -> UnlabeledData:

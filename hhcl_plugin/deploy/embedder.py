@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from yacs.config import CfgNode
 
 from ..config import setup_cfg
-from ..data.build import build_transforms, read_image
+from ..data.build import read_image
+from ..data.transforms import build_transforms
 from ..engine.checkpoint import load_model_weights
 from ..engine.evaluation import progress
 from ..modeling import ReIDModel, build_model, resolve_device

@@ -98,6 +98,9 @@ def load_model_weights(model: nn.Module, spec: str) -> None:
         logger.info("%s is an official HHCL / Cluster-Contrast checkpoint: renaming its keys", path)
         state = convert_official_state_dict(state)
     own = model.state_dict()
+    # one-element tensors whose shape alone differs: the official GeM stores its exponent as (1,), ours is ()
+    state = {k: v.reshape(own[k].shape) if k in own and v.numel() == 1 == own[k].numel() else v
+             for k, v in state.items()}
     mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in state.items() if k in own and own[k].shape != v.shape]
     missing = sorted(set(own) - set(state))

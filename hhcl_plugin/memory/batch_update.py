@@ -89,6 +89,41 @@ def batch_hardest_features(features: torch.Tensor, groups: BatchGroups, bank: to
     return features.index_select(0, masked.argmin(1))
 
 
+def batch_ranks(targets: torch.Tensor, groups: BatchGroups) -> torch.Tensor:
+    """How many samples of the same cluster come earlier in the batch, for each sample ``(B,)``."""
+    if groups.same is None and targets.device.type == "cpu":
+        return torch.from_numpy(_cpu_ranks(groups.member_of.numpy(), groups.counts.numpy())[0])
+    same = groups.same if groups.same is not None else targets.unsqueeze(0) == targets.unsqueeze(1)
+    return same.tril(-1).sum(1)
+
+
+def sequential_momentum_update_(bank: torch.Tensor, targets: torch.Tensor, features: torch.Tensor,
+                                groups: BatchGroups, momentum: float) -> None:
+    """One momentum step per sample, in batch order: the official ``CM`` update.
+
+    A cluster with n samples in the batch moves n times, renormalised after each.  Step k
+    moves every cluster of the batch with its k-th sample at once, so the update takes as
+    many steps as the largest cluster has samples (K of a P x K batch), not B.  Reading that
+    number is the update's one host synchronisation on a GPU.
+    """
+    rank = batch_ranks(targets, groups)
+    steps = int(groups.counts.max())
+    if groups.same is None:  # the samples of step k are a run of the rank-sorted batch
+        order = torch.argsort(rank, stable=True)
+        for sel in order.split(torch.bincount(rank, minlength=steps).tolist()):
+            momentum_update_(bank, targets[sel], features[sel], momentum)
+        return
+    # fixed shapes: every sample carries its cluster's row through the steps, unchanged where the
+    # cluster has no k-th sample; [k, i, j]: j is the k-th sample of i's cluster
+    kth = groups.same.unsqueeze(0) & (rank == torch.arange(steps, device=rank.device).unsqueeze(1)).unsqueeze(1)
+    source, present = kth.to(torch.uint8).argmax(2), kth.any(2, keepdim=True)
+    rows = bank.index_select(0, targets)
+    for k in range(steps):
+        moved = features.index_select(0, source[k]).lerp_(rows, momentum)
+        rows = torch.where(present[k], moved.div_(moved.norm(dim=1, keepdim=True).clamp_(min=1e-12)), rows)
+    bank.index_copy_(0, targets, rows)
+
+
 def batch_instance_slots(targets: torch.Tensor, num_instances: int,
                          groups: Optional[BatchGroups] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Slot written by each sample ``(B,)`` and the sample whose feature goes there ``(B,)``.
@@ -115,12 +150,18 @@ def batch_instance_slots(targets: torch.Tensor, num_instances: int,
     return slot, source
 
 
-def _cpu_instance_slots(groups: BatchGroups, num_instances: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    member_of, counts = groups.member_of.numpy(), groups.counts.numpy()
+def _cpu_ranks(member_of: np.ndarray, counts: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sample's rank in its group, the samples sorted by group (stable) and each group's first position there."""
     order = np.argsort(member_of, kind="stable")  # each group's samples in batch order, groups in turn
     run_start = np.cumsum(counts) - counts
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0]) - np.repeat(run_start, counts)
+    return rank, order, run_start
+
+
+def _cpu_instance_slots(groups: BatchGroups, num_instances: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    member_of, counts = groups.member_of.numpy(), groups.counts.numpy()
+    rank, order, run_start = _cpu_ranks(member_of, counts)
     if int(counts.max()) <= num_instances:
         return torch.from_numpy(rank), None
     kth = order[np.minimum(run_start + num_instances - 1, order.shape[0] - 1)]  # valid where counts > K

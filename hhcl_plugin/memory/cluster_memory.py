@@ -7,9 +7,10 @@ known: that is the order of the official implementation (bupt-ai-cz/HHCL-ReID), 
 updates inside the backward pass, and the order the tests check.
 
 Every update here is vectorised over the batch (:mod:`.batch_update`: no Python loop over
-samples or clusters) and writes only the rows of the clusters in the batch; on a GPU it also keeps
-fixed shapes (no host synchronisation), so a step costs a few kernel launches instead
-of one small launch, and often one sync, per sample.
+samples or clusters; ``CM``'s official per-sample update loops over the K ranks of a P x K
+batch, each step moving all its clusters) and writes only the rows of the clusters in the batch;
+on a GPU it also keeps fixed shapes (no host synchronisation, but for ``CM``'s one read of K),
+so a step costs a few kernel launches instead of one small launch, and often one sync, per sample.
 
 Layout: one buffer ``bank`` of shape ``(R * C, D)`` holds all of a memory's banks
 stacked (``R`` banks of ``C`` rows each; the official layout), so one matrix product
@@ -27,7 +28,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from .batch_update import (batch_cluster_means, batch_groups, batch_hardest_features, batch_instance_slots,
-                           momentum_update_)
+                           momentum_update_, sequential_momentum_update_)
 from .build import MEMORY_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class ClusterMemory(nn.Module):
 
     banks_per_cluster = 1
     has_hard_bank = False  # True where rows 0..C-1 are a bank updated with the hardest samples
+    centroid_update = "mean"  # how a centroid bank follows the batch (CM: MEMORY.CM_UPDATE)
 
     def __init__(self, num_clusters: int, num_features: int, *, temp: float = 0.05, momentum: float = 0.1,
                  label_smooth: float = 0.0, dtype: torch.dtype = torch.float32,
@@ -218,12 +220,28 @@ def _as_labels(labels: LabelsLike, features: torch.Tensor) -> torch.Tensor:
 
 @MEMORY_REGISTRY.register()
 class CM(ClusterMemory):
-    """One centroid bank, updated with the mean of each cluster's batch features.
+    """One centroid bank; loss: CE over the centroids.
 
-    Loss: CE over the centroids.  This follows the issue's definition ("one bank, mean
-    update"); the official ``CM`` instead applies one momentum step per sample, in
-    batch order, so a cluster with n samples in the batch moves n times.
+    ``MEMORY.CM_UPDATE`` picks the bank update:
+
+    * ``per_sample`` (default, the official ``CM`` of HHCL and Cluster-Contrast): one
+      momentum step per sample, in batch order, renormalised after each, so a cluster
+      with n samples in the batch moves n times;
+    * ``mean``: one step per cluster towards the mean of its batch features, as the
+      centroid banks of ``CMhybrid`` and ``CMhybrid_v2`` are updated.
     """
+
+    updates = ("per_sample", "mean")
+
+    def __init__(self, num_clusters: int, num_features: int, *, update: str = "per_sample", **kwargs: Any) -> None:
+        super().__init__(num_clusters, num_features, **kwargs)
+        if update not in self.updates:
+            raise ValueError(f"MEMORY.CM_UPDATE must be one of {', '.join(self.updates)}, got {update!r}")
+        self.centroid_update = update
+
+    @classmethod
+    def kwargs_from_cfg(cls, cfg: CfgNode) -> Dict[str, Any]:
+        return {**super().kwargs_from_cfg(cfg), "update": cfg.MEMORY.CM_UPDATE}
 
     @property
     def centroid_bank(self) -> torch.Tensor:
@@ -234,7 +252,13 @@ class CM(ClusterMemory):
 
     def _update(self, features: torch.Tensor, targets: torch.Tensor, hard_sims: Optional[torch.Tensor]) -> None:
         groups = batch_groups(targets, self.fixed_shapes)
-        momentum_update_(self.bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
+        if self.centroid_update == "per_sample":
+            sequential_momentum_update_(self.bank, targets, features, groups, self.momentum)
+        else:
+            momentum_update_(self.bank, groups.clusters, batch_cluster_means(features, groups), self.momentum)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, update={self.centroid_update}"
 
 
 @MEMORY_REGISTRY.register()

@@ -67,8 +67,13 @@ def reference_loss(mode: str, banks: Banks, features: torch.Tensor, targets: tor
 
 
 @torch.no_grad()
-def reference_update_(banks: Banks, features: torch.Tensor, targets: torch.Tensor, *, momentum: float) -> None:
-    """One update of the banks, in place, looping over the samples of each cluster."""
+def reference_update_(banks: Banks, features: torch.Tensor, targets: torch.Tensor, *, momentum: float,
+                      centroid_update: str = "mean") -> None:
+    """One update of the banks, in place, looping over the samples of each cluster.
+
+    ``centroid_update``: ``"mean"`` moves each centroid once towards its batch mean,
+    ``"per_sample"`` once per sample in batch order (``CM``'s default, ``MEMORY.CM_UPDATE``).
+    """
     groups: Dict[int, List[int]] = {}
     for i, c in enumerate(targets.tolist()):
         groups.setdefault(c, []).append(i)
@@ -85,7 +90,7 @@ def reference_update_(banks: Banks, features: torch.Tensor, targets: torch.Tenso
             sims = [float(x[i] @ row) for i in members]
             hardest = members[sims.index(min(sims))]  # first of equal minima
             banks["hard"][c] = step(row, x[hardest])
-        if "centroid" in banks:
+        if "centroid" in banks and centroid_update == "mean":
             total = torch.zeros_like(x[0])
             for i in members:
                 total += x[i]
@@ -93,3 +98,6 @@ def reference_update_(banks: Banks, features: torch.Tensor, targets: torch.Tenso
         if "instances" in banks:
             for k, i in enumerate(members[: banks["instances"].shape[0]]):
                 banks["instances"][k, c] = x[i]
+    if "centroid" in banks and centroid_update == "per_sample":
+        for i, c in enumerate(targets.tolist()):
+            banks["centroid"][c] = step(banks["centroid"][c], x[i])

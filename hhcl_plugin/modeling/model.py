@@ -6,6 +6,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from .backbones import build_backbone
+from .batch_norm import convert_split_batchnorm
 from .heads import ReIDHead
 
 
@@ -26,7 +27,8 @@ class ReIDModel(nn.Module):
 def build_model(cfg: CfgNode) -> ReIDModel:
     backbone = build_backbone(cfg)
     head = ReIDHead(backbone.out_channels, cfg.MODEL.POOLING, cfg.MODEL.EMBEDDING_DIM, cfg.MODEL.GEM_P)
-    return ReIDModel(backbone, head)
+    model = ReIDModel(backbone, head)
+    return convert_split_batchnorm(model, cfg.MODEL.BN_SPLIT) if cfg.MODEL.BN_SPLIT > 1 else model
 
 
 def resolve_device(cfg: CfgNode) -> torch.device:

@@ -18,6 +18,7 @@ with warnings.catch_warnings():
 Engine = engine.Engine
 ImageDataset = data.ImageDataset
 build_transforms = data.transforms.build_transforms
+reid_transforms = data.transforms  # Random2DTranslation, RandomPatch, RandomErasing
 register_image_dataset = data.register_image_dataset
 init_image_dataset = data.datasets.init_image_dataset
 Market1501 = data.datasets.image.Market1501
@@ -36,7 +37,7 @@ def torchreid_model_names() -> list:
 
 
 __all__ = [
-    "Engine", "ImageDataset", "build_transforms", "register_image_dataset", "init_image_dataset",
+    "Engine", "ImageDataset", "build_transforms", "reid_transforms", "register_image_dataset", "init_image_dataset",
     "Market1501", "evaluate_rank", "compute_distance_matrix", "build_torchreid_model",
     "torchreid_model_names", "build_optimizer", "build_lr_scheduler", "visualize_ranked_results", "re_ranking",
 ]

@@ -14,13 +14,13 @@ class TimmBackbone(nn.Module):
         self.body = body
         self.out_channels = int(body.num_features)
         if last_stride == 1:
-            set_last_stride_one(body)
+            unstride_last_conv(body)
 
     def forward(self, x):
         return self.body.forward_features(x)
 
 
-def set_last_stride_one(body: nn.Module) -> None:
+def unstride_last_conv(body: nn.Module) -> None:
     """Turn the network's last stride-2 convolution into stride 1.
 
     Re-ID crops are small (128 x 64 gives a 4 x 2 map at stride 32); doubling the final

@@ -25,7 +25,7 @@ class TorchreidBackbone(nn.Module):
         return self.body.featuremaps(x)
 
 
-def set_last_stride_one(body: nn.Module) -> None:
+def unstride_layer4(body: nn.Module) -> None:
     """Keep layer4 at the resolution of layer3 (standard in re-ID: finer part detail)."""
     block = body.layer4[0]
     for module in (getattr(block, "conv1", None), getattr(block, "conv2", None)):
@@ -42,7 +42,7 @@ def build_torchreid_backbone(cfg: CfgNode, arch: str) -> nn.Module:
         body = tr.build_torchreid_model(arch, num_classes=1, loss="softmax",
                                         pretrained=cfg.MODEL.BACKBONE.PRETRAINED)
     if cfg.MODEL.BACKBONE.LAST_STRIDE == 1 and hasattr(body, "layer4"):
-        set_last_stride_one(body)
+        unstride_layer4(body)
     return TorchreidBackbone(body)
 
 
