@@ -176,6 +176,46 @@ def knn_search(features: ArrayLike, k: int, **options: Any) -> Tuple[np.ndarray,
     return graph.sims, graph.idx
 
 
+def knn_rows(x: torch.Tensor, k: int, rows: slice, block_size: int = 2048,
+             spare: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-k of the query ``rows`` of checked features ``x`` among all rows, one shard of a sharded search.
+
+    Blocks of float32 products on ``x``'s device pick ``k + spare`` candidates per row;
+    they are re-scored pair by pair (:func:`pair_inner_products`, as the screened search
+    scores its survivors) and ordered by score, then index.  So a shard's lists do not
+    depend on which other rows share its process, and equal those of the screened search
+    up to ties that the ``spare`` candidates do not resolve.
+    """
+    n = x.shape[0]
+    query = x[rows]
+    m = query.shape[0]
+    kk = min(k + spare, n)
+    best_v = torch.full((m, kk), -math.inf, dtype=torch.float32, device=x.device)
+    best_i = torch.full((m, kk), -1, dtype=torch.int64, device=x.device)
+    with torch.no_grad():
+        for a in range(0, m, block_size):
+            q = query[a:a + block_size]
+            for b in range(0, n, block_size):
+                sim = q @ x[b:b + block_size].T
+                v = torch.cat([best_v[a:a + block_size], sim], dim=1)
+                i = torch.cat([best_i[a:a + block_size],
+                               torch.arange(b, b + sim.shape[1], device=x.device).expand_as(sim)], dim=1)
+                top_v, pos = torch.topk(v, kk, dim=1)
+                best_v[a:a + block_size] = top_v
+                best_i[a:a + block_size] = torch.gather(i, 1, pos)
+    cand = best_i.cpu().numpy()
+    first = rows.start or 0
+    query_rows = np.repeat(np.arange(first, first + m, dtype=np.int64), kk)
+    exact = pair_inner_products(x, query_rows, cand.ravel()).reshape(m, kk)
+    # by decreasing score, then increasing index: a stable sort by score of index-sorted candidates
+    by_index = np.argsort(cand, axis=1, kind="stable")
+    cand_sorted = np.take_along_axis(cand, by_index, 1)
+    exact_sorted = np.take_along_axis(exact, by_index, 1)
+    order = np.argsort(_descending_key(exact_sorted), axis=1, kind="stable")[:, :min(k, n)]
+    return (np.ascontiguousarray(np.take_along_axis(exact_sorted, order, 1)),
+            np.ascontiguousarray(np.take_along_axis(cand_sorted, order, 1)))
+
+
 def _torch_blocked_topk(x: torch.Tensor, k: int, block_size: int = 2048) -> Tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product, computing each block pair (I, J), J >= I, once.
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from ..clustering import build_clusterer
+from ..clustering import build_clusterer, cluster_on_all_ranks
 from ..data import build_test_loader, build_train_loader, build_train_sampler
 from ..memory import build_memory
 from ..utils import comm
@@ -106,8 +106,8 @@ class ClusteringHook(HookBase):
         """Cluster once, on rank 0, and hand every rank the same labels, statistics (or error)."""
         eng, cfg = self.engine, self.engine.cfg
         outcome: Dict = {}
+        result = cluster_on_all_ranks(self.clusterer, features)  # every rank searches its share of the k-NN
         if comm.is_main_process():
-            result = self.clusterer(features)
             outcome = {"labels": np.asarray(result.labels, dtype=np.int64), "error": None}
             if result.num_clusters == 0:
                 outcome["error"] = (
