@@ -1,16 +1,29 @@
-"""Clustering cost: sparse Jaccard + sparse DBSCAN against the dense published approach.
+"""Clustering cost: the project's clusterers against the dense published pipeline, in one run.
 
 Each measurement runs in its own process, so its peak resident memory is its own: the
 parent starts one worker per (size, implementation), the worker generates the same
-seeded clustered features (``make_clustered_features``), runs the whole clustering
-(k-NN, Jaccard distance, DBSCAN) and reports seconds, peak RSS and its labels.  The
-dense reference runs only up to ``--reference-max`` (it needs ~3 N^2 float32); the
-sparse labels are compared with the dense ones (ARI) wherever both ran.
+seeded clustered features (``make_clustered_features``), runs the whole clustering and
+reports seconds per stage, peak RSS and its labels.  Implementations:
+
+* ``sparse``: ``dbscan_jaccard`` with the defaults (k-NN graph, sparse Jaccard graph
+  within eps, sparse DBSCAN);
+* ``dense``: the published pipeline, the reference: float32 k-NN (faiss ``IndexFlatIP``
+  on CPU, as the official code), dense N x N Jaccard matrix, scikit-learn DBSCAN.  It
+  needs ~3 N^2 float32 and runs only up to ``--reference-max``; the other labels are
+  compared with its labels wherever both ran;
+* ``infomap`` (``--infomap``): ``CLUSTER.NAME infomap`` on the same features;
+* ``products``: plain float32 and bfloat16 matrix products of the k-NN's total size
+  (the symmetric half of N x N x D, in the k-NN's blocks), the speed limit of the k-NN.
+
+Regimes (``--regime``): ``mixed`` (default) has clusters of very different sizes,
+outliers and near-duplicates, like early training; ``tight`` has tight clusters of ~17
+images and nothing else, like a well-trained model late in training.
 
 Usage::
 
-    python benchmarks/clustering.py --sizes 12936 32621 100000 --dim 2048 --reference-max 32621 --json out.json
-    python benchmarks/clustering.py --sizes 12936 32621 --repeats 3   # medians, sparse and dense in turn
+    python benchmarks/clustering.py --sizes 32621 100000 --dim 2048 --reference-max 32621 --json out.json
+    python benchmarks/clustering.py --sizes 32621 --regime tight --infomap
+    python benchmarks/clustering.py --sizes 12936 32621 --repeats 3   # medians, implementations in turn
 """
 from __future__ import annotations
 
@@ -63,6 +76,54 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+REGIMES = {
+    "mixed": {},
+    "tight": dict(mean_cluster_size=17, max_cluster_size=60, outlier_frac=0.0, near_dup_frac=0.0, exact_dup_frac=0.0,
+                  spread=(0.35, 0.5), group_weight=0.9, group_size=16),
+}
+
+
+def reference_clustering(feats: np.ndarray, args: argparse.Namespace) -> Dict:
+    """The published pipeline: faiss float32 k-NN, dense Jaccard matrix, scikit-learn DBSCAN."""
+    import faiss
+    import torch
+    from sklearn.cluster import DBSCAN
+
+    from hhcl_plugin.clustering import compute_jaccard_distance_dense
+    from hhcl_plugin.clustering.knn import _put_self_first
+
+    start = time.perf_counter()
+    index = faiss.IndexFlatIP(feats.shape[1])
+    index.add(feats)
+    sims, idx = _put_self_first(torch.from_numpy(feats), *index.search(feats, args.k1))
+    del index
+    t_knn = time.perf_counter()
+    dist = compute_jaccard_distance_dense(feats, args.k1, args.k2, knn=(sims, idx))
+    t_jaccard = time.perf_counter()
+    labels = DBSCAN(eps=args.eps, min_samples=args.min_samples, metric="precomputed", n_jobs=-1).fit_predict(dist)
+    end = time.perf_counter()
+    return {"labels": labels, "n_clusters": int(labels.max()) + 1,
+            "stages": {"knn": t_knn - start, "jaccard": t_jaccard - t_knn, "dbscan": end - t_jaccard}}
+
+
+def product_seconds(feats: np.ndarray, block_size: int = 2048) -> Dict:
+    """Seconds of plain float32 and bfloat16 products over the k-NN's block pairs (J >= I)."""
+    import torch
+
+    out = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        x = torch.from_numpy(feats).to(dtype)
+        starts = range(0, len(x), block_size)
+        start = time.perf_counter()
+        with torch.no_grad():
+            for a in starts:
+                for b in starts:
+                    if b >= a:
+                        x[a:a + block_size] @ x[b:b + block_size].T
+        out[name] = time.perf_counter() - start
+    return {"labels": None, "n_clusters": None, "stages": out}
+
+
 def worker(args: argparse.Namespace) -> None:
     """One measurement; prints a JSON row on stdout and saves the labels."""
     import torch
@@ -71,24 +132,31 @@ def worker(args: argparse.Namespace) -> None:
     from hhcl_plugin.config import setup_cfg
 
     torch.set_num_threads(os.cpu_count() or 1)
-    feats, _ = make_clustered_features(args.n, args.dim, seed=args.seed)
-    cfg = setup_cfg("", ["DATASETS.NAMES", "('synthreid',)", "CLUSTER.JACCARD", args.impl,
-                         "CLUSTER.K1", str(args.k1), "CLUSTER.K2", str(args.k2), "CLUSTER.EPS", str(args.eps),
-                         "CLUSTER.MIN_SAMPLES", str(args.min_samples)])
-    clusterer = build_clusterer(cfg)
+    feats, _ = make_clustered_features(args.n, args.dim, seed=args.seed, **REGIMES[args.regime])
     baseline_mb = reset_peak_rss()
     start = time.perf_counter()
-    result = clusterer(feats)
+    if args.impl == "dense":
+        found = reference_clustering(feats, args)
+    elif args.impl == "products":
+        found = product_seconds(feats)
+    else:
+        cfg = setup_cfg("", ["DATASETS.NAMES", "('synthreid',)", "CLUSTER.NAME",
+                             "infomap" if args.impl == "infomap" else "dbscan_jaccard",
+                             "CLUSTER.K1", str(args.k1), "CLUSTER.K2", str(args.k2), "CLUSTER.EPS", str(args.eps),
+                             "CLUSTER.MIN_SAMPLES", str(args.min_samples)])
+        result = build_clusterer(cfg)(feats)
+        found = {"labels": result.labels, "n_clusters": result.num_clusters, "stages": result.seconds}
     seconds = time.perf_counter() - start
     peak_mb = peak_rss_mb()
-    np.save(args.labels_out, result.labels)
+    if found["labels"] is not None:
+        np.save(args.labels_out, found["labels"])
     print(json.dumps({"n": args.n, "impl": args.impl, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1),
-                      "baseline_rss_mb": round(baseline_mb, 1), "n_clusters": result.num_clusters,
-                      "stages": {k: round(v, 2) for k, v in result.seconds.items()}}))
+                      "baseline_rss_mb": round(baseline_mb, 1), "n_clusters": found["n_clusters"],
+                      "stages": {k: round(v, 2) for k, v in found["stages"].items()}}))
 
 
 def run_one(args: argparse.Namespace, n: int, impl: str, labels_out: str) -> Optional[Dict]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--n", str(n), "--impl", impl,
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--n", str(n), "--impl", impl, "--regime", args.regime,
            "--dim", str(args.dim), "--seed", str(args.seed), "--k1", str(args.k1), "--k2", str(args.k2),
            "--eps", str(args.eps), "--min-samples", str(args.min_samples), "--labels-out", labels_out]
     logger.info("running %s N=%d ...", impl, n)
@@ -97,7 +165,7 @@ def run_one(args: argparse.Namespace, n: int, impl: str, labels_out: str) -> Opt
         logger.error("%s N=%d failed (exit %d): %s", impl, n, proc.returncode, proc.stderr.strip()[-500:])
         return None
     row = json.loads(proc.stdout.strip().splitlines()[-1])
-    logger.info("%s N=%d: %.1fs, peak %.0f MB, %d clusters", impl, n, row["seconds"], row["peak_rss_mb"],
+    logger.info("%s N=%d: %.1fs, peak %.0f MB, %s clusters", impl, n, row["seconds"], row["peak_rss_mb"],
                 row["n_clusters"])
     return row
 
@@ -118,7 +186,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[12936, 32621])
     parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--regime", choices=tuple(REGIMES), default="mixed", help="feature generator (see above)")
     parser.add_argument("--reference-max", type=int, default=32621, help="largest N for the dense reference")
+    parser.add_argument("--infomap", action="store_true", help="also run CLUSTER.NAME infomap")
     parser.add_argument("--json", default="", help="write the rows to this JSON file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k1", type=int, default=30)
@@ -128,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each measurement (medians reported)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--impl", choices=("sparse", "dense"), help=argparse.SUPPRESS)
+    parser.add_argument("--impl", choices=("products", "sparse", "dense", "infomap"), help=argparse.SUPPRESS)
     parser.add_argument("--labels-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -140,54 +210,59 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows: List[Dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            impls = ["sparse"] + (["dense"] if n <= args.reference_max else [])
+            impls = (["products", "sparse"] + (["dense"] if n <= args.reference_max else [])
+                     + (["infomap"] if args.infomap else []))
             runs: Dict[str, List[Dict]] = {impl: [] for impl in impls}
             labels = {}
-            for _ in range(args.repeats):  # in turn, so that drifting machine speed hits both
+            for _ in range(args.repeats):  # in turn, so that drifting machine speed hits all of them
                 for impl in impls:
                     path = os.path.join(tmp, f"{impl}_{n}.npy")
                     row = run_one(args, n, impl, path)
                     if row is not None:
                         runs[impl].append(row)
-                        labels[impl] = np.load(path)
-            for impl in impls:
-                rows.append(_median_row(n, impl, runs[impl]))
-            if runs.get("dense") and runs["sparse"]:
-                rows[-2]["speedup_median"] = statistics.median(
-                    d["seconds"] / s["seconds"] for s, d in zip(runs["sparse"], runs["dense"]))
-            if "sparse" in labels and "dense" in labels:
-                ari = float(adjusted_rand_score(labels["dense"], labels["sparse"]))
-                identical = bool(np.array_equal(labels["dense"], labels["sparse"]))
-                for row in rows:
-                    if row["n"] == n:
-                        row["ari_vs_dense"] = ari
-                        row["labels_identical"] = identical
-    for row in rows:
-        row.setdefault("ari_vs_dense", None)
-    table = []
-    for n in args.sizes:
-        by_impl = {r["impl"]: r for r in rows if r["n"] == n}
-        s, d = by_impl.get("sparse", {}), by_impl.get("dense", {})
-        both = s.get("seconds") and d.get("seconds")
-        base = s.get("baseline_rss_mb")
-        table.append([
-            n, s.get("seconds"), d.get("seconds", "-"), f"{s['speedup_median']:.1f}x" if both else "-",
-            s.get("peak_rss_mb"), d.get("peak_rss_mb", "-"),
-            f"{d['peak_rss_mb'] / s['peak_rss_mb']:.1f}x" if both else "-", base,
-            f"{(d['peak_rss_mb'] - d['baseline_rss_mb']) / max(s['peak_rss_mb'] - base, 1.0):.0f}x" if both else "-",
-            s.get("n_clusters"), s.get("ari_vs_dense") if s.get("ari_vs_dense") is not None else "-",
-        ])
-    print(f"clustering: k-NN + k-reciprocal Jaccard (k1={args.k1}, k2={args.k2}) + DBSCAN (eps={args.eps}, "
-          f"min_samples={args.min_samples}), D={args.dim}, {os.cpu_count()} CPU cores; peak RSS counted from "
-          f"the start of the clustering, baseline = RSS then (libraries + features); medians of {args.repeats} "
-          "run(s) each, sparse and dense in turn; speed-up = median of the per-pair ratios")
-    print(tabulate(table, headers=["N", "sparse s", "dense s", "speed-up", "sparse peak MB", "dense peak MB",
-                                   "peak ratio", "baseline MB", "ratio above baseline", "clusters",
-                                   "ARI vs dense"], floatfmt=".1f"))
+                        if os.path.exists(path):
+                            labels[impl] = np.load(path)
+            by_impl = {impl: _median_row(n, impl, runs[impl]) for impl in impls}
+            for impl, row in by_impl.items():
+                if impl in labels and "dense" in labels and impl != "dense":
+                    row["ari_vs_dense"] = float(adjusted_rand_score(labels["dense"], labels[impl]))
+                    row["labels_identical"] = bool(np.array_equal(labels["dense"], labels[impl]))
+                if runs.get("dense") and runs[impl] and impl not in ("dense", "products"):
+                    row["dense_peak_rss_mb"] = by_impl["dense"]["peak_rss_mb"]
+                    row["speedup_median"] = statistics.median(
+                        d["seconds"] / s["seconds"] for s, d in zip(runs[impl], runs["dense"]))
+            rows.extend(by_impl.values())
+    print(f"clustering, {args.regime} regime: k-NN + k-reciprocal Jaccard (k1={args.k1}, k2={args.k2}) + DBSCAN "
+          f"(eps={args.eps}, min_samples={args.min_samples}), D={args.dim}, {os.cpu_count()} CPU cores; peak RSS "
+          f"counted from the start of the clustering, baseline = RSS then (libraries + features); medians of "
+          f"{args.repeats} run(s) each, implementations in turn; speed-up = median of the per-run ratios to dense")
+    print(tabulate([_table_row(r) for r in rows if r["impl"] != "products"],
+                   headers=["N", "impl", "seconds", "k-NN s", "Jaccard s", "DBSCAN / InfoMap s", "peak MB",
+                            "baseline MB", "speed-up", "peak ratio", "clusters", "ARI vs dense", "identical"],
+                   floatfmt=".2f"))
+    knn_rows = [(r, p) for r in rows if r["impl"] == "sparse" and r.get("stages")
+                for p in rows if p["impl"] == "products" and p["n"] == r["n"] and p.get("stages")]
+    if knn_rows:
+        print("\nk-NN against plain products of its size (the symmetric half of N x N x D, 2048-row blocks)")
+        print(tabulate([[r["n"], r["stages"]["knn"], p["stages"]["float32"], p["stages"]["bfloat16"],
+                         r["stages"]["knn"] / p["stages"]["float32"], r["stages"]["knn"] / p["stages"]["bfloat16"]]
+                        for r, p in knn_rows],
+                       headers=["N", "k-NN s", "float32 product s", "bfloat16 product s", "k-NN / float32",
+                                "k-NN / bfloat16"], floatfmt=".2f"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     return 0
+
+
+def _table_row(row: Dict) -> List:
+    stages = row.get("stages") or {}
+    dense = row.get("dense_peak_rss_mb")
+    return [row["n"], row["impl"], row.get("seconds"), stages.get("knn"), stages.get("jaccard"),
+            stages.get("dbscan", stages.get("infomap")), row.get("peak_rss_mb"), row.get("baseline_rss_mb"),
+            f"{row['speedup_median']:.1f}x" if row.get("speedup_median") else "-",
+            f"{dense / row['peak_rss_mb']:.1f}x" if dense and row.get("peak_rss_mb") else "-",
+            row.get("n_clusters"), row.get("ari_vs_dense", "-"), row.get("labels_identical", "-")]
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 k-NN graph -> k-reciprocal encoding -> Jaccard graph -> labels (DBSCAN)."""
 from .build import CLUSTERER_REGISTRY, build_clusterer
 from .dbscan import dbscan_precomputed_sparse, relabel_consecutive
+from .distributed import cluster_on_all_ranks, sharded_knn_graph
 from .dbscan_jaccard import DBSCANJaccardClusterer
 from .infomap_clusterer import InfomapClusterer
 from .jaccard import (
@@ -26,6 +27,8 @@ __all__ = [
     "JaccardGraph",
     "KNNGraph",
     "build_clusterer",
+    "cluster_on_all_ranks",
+    "sharded_knn_graph",
     "build_knn_graph",
     "nearest_distance_stats",
     "dbscan_precomputed_sparse",

@@ -10,7 +10,7 @@ from .build import CLUSTERER_REGISTRY
 from .dbscan import dbscan_precomputed_sparse
 from .eps_rule import AUTO, EpsSetting, largest_eps, resolve_eps
 from .jaccard import JaccardGraph, dense_jaccard_graph, k_reciprocal_weights, sparse_jaccard_graph
-from .knn import ArrayLike, build_knn_graph
+from .knn import ArrayLike, KNNGraph, build_knn_graph
 from .result import ClusteringResult, nearest_distance_stats, release_free_heap
 
 logger = logging.getLogger(__name__)
@@ -47,17 +47,26 @@ class DBSCANJaccardClusterer:
         return (f"{type(self).__name__}(k1={self.k1}, k2={self.k2}, eps={self.eps}, min_samples={self.min_samples}, "
                 f"jaccard={self.jaccard}, knn_index={self.knn_index}, knn_bf16_screen={self.knn_bf16_screen})")
 
-    def __call__(self, features: ArrayLike) -> ClusteringResult:
-        return self.cluster_graph(self.jaccard_graph(features))
+    @property
+    def knn_k(self) -> int:
+        """Neighbours per point in the k-NN graph, the point itself included."""
+        return self.k1
 
-    def jaccard_graph(self, features: ArrayLike, bound: Optional[float] = None) -> JaccardGraph:
-        """Jaccard distances of every pair within ``bound`` (default: the largest eps CLUSTER.EPS can mean)."""
+    def __call__(self, features: ArrayLike, knn: Optional[KNNGraph] = None) -> ClusteringResult:
+        return self.cluster_graph(self.jaccard_graph(features, knn=knn))
+
+    def jaccard_graph(self, features: ArrayLike, bound: Optional[float] = None,
+                      knn: Optional[KNNGraph] = None) -> JaccardGraph:
+        """Jaccard distances of every pair within ``bound`` (default: the largest eps CLUSTER.EPS can mean).
+
+        ``knn``: the k-NN graph of ``features`` when already searched (sharded under DDP).
+        """
         bound = largest_eps(self.eps) if bound is None else float(bound)
-        n = len(features)
         start = time.perf_counter()
-        logger.info("clustering %d features: k-NN (%s, k1=%d)", n, self.knn_index, self.k1)
-        knn = build_knn_graph(features, self.k1, index=self.knn_index, screen=self.knn_bf16_screen)
-        release_free_heap()
+        if knn is None:
+            logger.info("clustering %d features: k-NN (%s, k1=%d)", len(features), self.knn_index, self.k1)
+            knn = build_knn_graph(features, self.k1, index=self.knn_index, screen=self.knn_bf16_screen)
+            release_free_heap()
         t_knn = time.perf_counter()
         logger.info("clustering: %s k-reciprocal Jaccard distance (k2=%d, pairs within %.3f)",
                     self.jaccard, self.k2, bound)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -75,12 +75,19 @@ class InfomapClusterer:
         return (f"{type(self).__name__}(k={self.k}, min_sim={self.min_sim}, min_size={self.min_size}, "
                 f"trials={self.trials}, knn_index={self.knn_index})")
 
-    def __call__(self, features: ArrayLike) -> ClusteringResult:
+    @property
+    def knn_k(self) -> int:
+        """Neighbours per point in the k-NN graph: K and the point itself, which comes first."""
+        return self.k + 1
+
+    def __call__(self, features: ArrayLike, knn: Optional[KNNGraph] = None) -> ClusteringResult:
+        """``knn``: the k-NN graph of ``features`` when already searched (sharded under DDP)."""
         start = time.perf_counter()
-        logger.info("clustering %d features: k-NN (%s, k=%d)", len(features), self.knn_index, self.k)
-        # + 1: the list starts with the point itself
-        graph = build_knn_graph(features, self.k + 1, index=self.knn_index, screen=self.knn_bf16_screen)
-        release_free_heap()
+        graph = knn
+        if graph is None:
+            logger.info("clustering %d features: k-NN (%s, k=%d)", len(features), self.knn_index, self.k)
+            graph = build_knn_graph(features, self.knn_k, index=self.knn_index, screen=self.knn_bf16_screen)
+            release_free_heap()
         t_knn = time.perf_counter()
         links = knn_link_matrix(graph, self.min_sim)
         nearest = 1.0 - graph.sims[:, 1] if graph.sims.shape[1] > 1 else np.ones(len(graph.sims), np.float32)

@@ -6,8 +6,8 @@ clustering only touches the neighbour lists.  So the backend is chosen for speed
 
 * ``exact`` on CPU: a blocked matmul that computes each pair of row blocks once and
   uses it for both blocks (the similarity matrix is symmetric).  Where the CPU
-  multiplies float32 matrices faster through bfloat16 (oneDNN on AMX / AVX512-BF16,
-  ~2x here), the blocks are *screened* in that precision with a rigorous error bound
+  has bfloat16 matrix units (AMX / AVX512-BF16; bfloat16 products ~4x faster than
+  float32 on such a CPU), the blocks are *screened* in that precision with a rigorous error bound
   and only the surviving pairs are re-scored in float32, so the result is still the
   float32 top-k (see :func:`_screened_topk`).  Elsewhere, plain float32 blocks.
 * ``exact`` on a GPU (features a CUDA tensor): faiss ``GpuIndexFlatIP`` when faiss
@@ -21,13 +21,12 @@ duplicates in the data a plain top-k could otherwise rank a twin first or drop i
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -177,6 +176,46 @@ def knn_search(features: ArrayLike, k: int, **options: Any) -> Tuple[np.ndarray,
     return graph.sims, graph.idx
 
 
+def knn_rows(x: torch.Tensor, k: int, rows: slice, block_size: int = 2048,
+             spare: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-k of the query ``rows`` of checked features ``x`` among all rows, one shard of a sharded search.
+
+    Blocks of float32 products on ``x``'s device pick ``k + spare`` candidates per row;
+    they are re-scored pair by pair (:func:`pair_inner_products`, as the screened search
+    scores its survivors) and ordered by score, then index.  So a shard's lists do not
+    depend on which other rows share its process, and equal those of the screened search
+    up to ties that the ``spare`` candidates do not resolve.
+    """
+    n = x.shape[0]
+    query = x[rows]
+    m = query.shape[0]
+    kk = min(k + spare, n)
+    best_v = torch.full((m, kk), -math.inf, dtype=torch.float32, device=x.device)
+    best_i = torch.full((m, kk), -1, dtype=torch.int64, device=x.device)
+    with torch.no_grad():
+        for a in range(0, m, block_size):
+            q = query[a:a + block_size]
+            for b in range(0, n, block_size):
+                sim = q @ x[b:b + block_size].T
+                v = torch.cat([best_v[a:a + block_size], sim], dim=1)
+                i = torch.cat([best_i[a:a + block_size],
+                               torch.arange(b, b + sim.shape[1], device=x.device).expand_as(sim)], dim=1)
+                top_v, pos = torch.topk(v, kk, dim=1)
+                best_v[a:a + block_size] = top_v
+                best_i[a:a + block_size] = torch.gather(i, 1, pos)
+    cand = best_i.cpu().numpy()
+    first = rows.start or 0
+    query_rows = np.repeat(np.arange(first, first + m, dtype=np.int64), kk)
+    exact = pair_inner_products(x, query_rows, cand.ravel()).reshape(m, kk)
+    # by decreasing score, then increasing index: a stable sort by score of index-sorted candidates
+    by_index = np.argsort(cand, axis=1, kind="stable")
+    cand_sorted = np.take_along_axis(cand, by_index, 1)
+    exact_sorted = np.take_along_axis(exact, by_index, 1)
+    order = np.argsort(_descending_key(exact_sorted), axis=1, kind="stable")[:, :min(k, n)]
+    return (np.ascontiguousarray(np.take_along_axis(exact_sorted, order, 1)),
+            np.ascontiguousarray(np.take_along_axis(cand_sorted, order, 1)))
+
+
 def _torch_blocked_topk(x: torch.Tensor, k: int, block_size: int = 2048) -> Tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product, computing each block pair (I, J), J >= I, once.
 
@@ -213,85 +252,57 @@ def _torch_blocked_topk(x: torch.Tensor, k: int, block_size: int = 2048) -> Tupl
     return best_v.cpu().numpy(), best_i.cpu().numpy()
 
 
-@contextlib.contextmanager
-def _bf16_float32_matmul() -> Iterator[bool]:
-    """Let oneDNN run float32 CPU matmuls with bfloat16 inputs (float32 accumulation and output).
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16), Linux only.
 
-    Yields False where this torch has no such switch; the previous setting is restored.
+    Elsewhere bfloat16 products are emulated and slower than float32, so the screen
+    would not pay off.
     """
-    mkldnn_matmul = getattr(torch.backends.mkldnn, "matmul", None)
-    if mkldnn_matmul is None or not hasattr(mkldnn_matmul, "fp32_precision"):
-        yield False
-        return
-    previous = mkldnn_matmul.fp32_precision
     try:
-        mkldnn_matmul.fp32_precision = "bf16"
-        yield True
-    finally:
-        mkldnn_matmul.fp32_precision = previous
-
-
-def _bf16_rounding_residual(x: torch.Tensor, block_rows: int) -> Optional[torch.Tensor]:
-    """Per-row norms of ``x - bf16(x)`` if reduced-precision matmuls round inputs that way, else None.
-
-    The screening bound needs to know exactly how the matmul rounds its operands.
-    Multiplying by the identity exposes the rounded operand itself (a product with
-    1 and a sum of one term are exact), for the left and for the (transposed) right
-    operand alike; it must equal round-to-nearest-even bfloat16, or there is no
-    speed-up to have (operands kept in float32), and the caller searches in float32.
-    """
-    rows = x[: max(1, min(block_rows, 256, x.shape[0]))]
-    eye = torch.eye(x.shape[1], dtype=x.dtype)
-    with torch.no_grad(), _bf16_float32_matmul() as enabled:
-        if not enabled:
-            return None
-        left = rows @ eye
-        right = (eye @ rows.T).T
-    rounded = rows.bfloat16().float()
-    if torch.equal(left, rows) or not (torch.equal(left, rounded) and torch.equal(right, rounded)):
-        return None
-    # written into one preallocated vector: small per-chunk results left between the
-    # freed chunk temporaries would fragment the heap (~270 MB resident at N = 32,621)
-    out = torch.empty(x.shape[0], dtype=x.dtype)
-    for a in range(0, x.shape[0], block_rows):
-        chunk = x[a:a + block_rows]
-        torch.linalg.vector_norm(chunk - chunk.bfloat16().float(), dim=1, out=out[a:a + block_rows])
-    return out
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def _screened_topk(
     x: torch.Tensor, k: int, block_size: int = 2048, emulate_bf16: bool = False
 ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """Exact float32 top-k by inner product, ~2x faster where bfloat16 matmuls are.
+    """Exact float32 top-k by inner product, at nearly the speed of bfloat16 products.
 
-    Each block pair is multiplied once in bfloat16 precision (float32 accumulation).
-    With ``d_i = |x_i - bf16(x_i)|`` and ``M = max |x_i|``, every screened score is
-    within ``eps = 2 (M + d) d + 2 D 2^-24 (M + d)^2`` of the float32 score of the same
-    pair (operand rounding, plus the accumulation error of both products).  For each
-    row, the k-th best screened score seen so far, minus ``eps``, is a lower bound on
-    the row's final float32 k-th score, so a pair can only belong to the top-k if its
-    screened score is at least that k-th best minus ``2 eps``; pairs below are dropped
-    for good.  The survivors (about k plus a thin band per row) are re-scored in
-    float32 with a sampled matmul, and the top-k is taken among them, ties broken by
-    the lower index.  Returns None where the CPU cannot do the screening (the caller
-    then searches in float32).  ``emulate_bf16`` rounds the operands explicitly and
-    multiplies in float32, so that the screening logic is testable on any CPU.
+    Each block pair is multiplied once with bfloat16 operands and output (float32
+    accumulation).  With ``d_i = |x_i - bf16(x_i)|`` and ``M = max |x_i|``, every
+    screened score is within ``eps = 2 (M + d) d + 2 D 2^-24 (M + d)^2 + 2^-8 (M + d)^2``
+    of the float32 score of the same pair (operand rounding, the accumulation error of
+    both products, the output's rounding to bfloat16).  For each row, the k-th best
+    screened score seen so far, minus ``eps``, is a lower bound on the row's final
+    float32 k-th score, so a pair can only belong to the top-k if its screened score is
+    at least that k-th best minus ``2 eps``; pairs below are dropped for good.  The
+    survivors (about k plus a thin band per row) are re-scored in float32 with a
+    sampled matmul, and the top-k is taken among them, ties broken by the lower index.
+    Returns None where the CPU has no bfloat16 matrix units (the caller then searches
+    in float32).  ``emulate_bf16`` rounds operands and outputs explicitly around float32
+    products, so that the screening logic is testable on any CPU.
     """
     n, dim = x.shape
     bs = int(max(1, min(block_size, n)))
+    if not (emulate_bf16 or cpu_has_bf16_matmul()):
+        return None
+    operand = x.bfloat16()
+    d = max(float(torch.linalg.vector_norm(chunk - chunk_bf16.float(), dim=1).max())
+            for chunk, chunk_bf16 in zip(x.split(bs), operand.split(bs)))
     if emulate_bf16:
-        operand = x.bfloat16().float()
-        residual = (x - operand).norm(dim=1)
-        low_precision = contextlib.nullcontext()
-    else:
-        operand = x
-        residual = _bf16_rounding_residual(x, bs)
-        if residual is None:
-            return None
-        low_precision = _bf16_float32_matmul()
+        operand = operand.float()
+
+    def screened(rows: slice, cols: slice) -> np.ndarray:
+        """bfloat16 scores of a block pair, as float32 numpy."""
+        sim = operand[rows] @ operand[cols].T
+        return (sim.bfloat16() if emulate_bf16 else sim).float().numpy()
+
     max_norm = float(x.norm(dim=1).max())
-    d = float(residual.max())
-    eps = 2.0 * (max_norm + d) * d + 2.0 * dim * 2.0 ** -24 * (max_norm + d) ** 2
+    scale = (max_norm + d) ** 2
+    eps = 2.0 * (max_norm + d) * d + 2.0 * dim * 2.0 ** -24 * scale + 2.0 ** -8 * scale * (1 + 2.0 ** -7)
     margin = np.float32(1.01 * 2.0 * eps + 1e-6)
 
     starts = list(range(0, n, bs))
@@ -330,11 +341,11 @@ def _screened_topk(
         top_vals[rows] = best
         kth_best[rows] = best.min(axis=1)
 
-    with torch.no_grad(), low_precision:
+    with torch.no_grad():
         # diagonal blocks first, so that every row has a threshold before the rest
         for a in starts:
             b = min(a + bs, n)
-            sim = (operand[a:b] @ operand[a:b].T).numpy()
+            sim = screened(slice(a, b), slice(a, b))
             kk = min(k, b - a)
             top_vals[a:b, :kk] = -np.partition(-sim, kk - 1, axis=1)[:, :kk]
             kth_best[a:b] = top_vals[a:b].min(axis=1)
@@ -345,7 +356,7 @@ def _screened_topk(
         mask_t = np.empty((bs, bs), bool)
         for a, b in progress(pairs, total=len(pairs), desc="k-NN blocks"):
             a_end, b_end = min(a + bs, n), min(b + bs, n)
-            sim = (operand[a:a_end] @ operand[b:b_end].T).numpy()
+            sim = screened(slice(a, a_end), slice(b, b_end))
             na, nb = sim.shape
             row_ok, col_ok = mask[:na, :nb], mask_t[:na, :nb]
             np.greater_equal(sim, (kth_best[a:a_end] - margin)[:, None], out=row_ok)

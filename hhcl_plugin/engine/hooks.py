@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..clustering import build_clusterer
+from ..clustering import build_clusterer, cluster_on_all_ranks
 from ..clustering.summary import ground_truth_scores, has_ground_truth
 from ..data import build_test_loader, build_train_loader, build_train_sampler
 from ..memory import build_memory
@@ -146,8 +146,8 @@ class ClusteringHook(HookBase):
         """Cluster once, on rank 0, and hand every rank the same labels, statistics (or error)."""
         eng, cfg = self.engine, self.engine.cfg
         outcome: Dict = {}
+        result = cluster_on_all_ranks(self.clusterer, features)  # every rank searches its share of the k-NN
         if comm.is_main_process():
-            result = self.clusterer(features)
             outcome = {"labels": np.asarray(result.labels, dtype=np.int64), "error": None}
             if result.num_clusters == 0:
                 outcome["error"] = (
