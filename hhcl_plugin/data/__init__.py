@@ -1,6 +1,7 @@
 """Data: torchreid datasets (plus ``synthreid``), P x K samplers over pseudo labels, loaders."""
-from .build import ImageListDataset, UnlabeledData, build_data, build_test_loader, build_train_loader, read_image
+from .build import (ImageListDataset, UnlabeledData, build_data, build_test_loader, build_train_loader,
+                    data_from_datamanager, read_image)
 from .samplers import SAMPLER_REGISTRY, CameraAwarePKSampler, build_train_sampler
 
 __all__ = ["ImageListDataset", "UnlabeledData", "build_data", "build_test_loader", "build_train_loader",
-           "read_image", "SAMPLER_REGISTRY", "CameraAwarePKSampler", "build_train_sampler"]
+           "data_from_datamanager", "read_image", "SAMPLER_REGISTRY", "CameraAwarePKSampler", "build_train_sampler"]

@@ -14,9 +14,9 @@ from yacs.config import CfgNode
 from ..config import setup_cfg
 from ..data.build import build_transforms, read_image
 from ..engine.checkpoint import load_model_weights
-from ..engine.evaluation import progress
 from ..modeling import ReIDModel, build_model, resolve_device
 from ..utils.errors import DatasetError
+from ..utils.progress import progress
 
 logger = logging.getLogger(__name__)
 

@@ -215,7 +215,8 @@ def _format_stats(stats: Dict[str, float]) -> str:
 
 
 class EvalHook(HookBase):
-    """Evaluate every ``TEST.EVAL_PERIOD`` epochs and after the last one; keep ``metrics.json`` (rank 0).
+    """Evaluate every ``TEST.EVAL_PERIOD`` epochs from ``TEST.START_EVAL`` on, and after the last one;
+    keep ``metrics.json`` (rank 0).
 
     ``engine.evaluation`` is the epoch's result on rank 0, ``None`` on epochs without
     evaluation and on the other ranks.
@@ -232,10 +233,11 @@ class EvalHook(HookBase):
         comm.synchronize()
 
     def after_epoch(self) -> None:
-        eng, period = self.engine, self.engine.cfg.TEST.EVAL_PERIOD
-        last = eng.epoch + 1 == eng.max_epoch
+        eng, test = self.engine, self.engine.cfg.TEST
+        epoch, last = eng.epoch + 1, eng.epoch + 1 == eng.max_epoch
+        due = test.EVAL_PERIOD > 0 and epoch % test.EVAL_PERIOD == 0 and epoch >= test.START_EVAL
         eng.evaluation = None
-        if (last or (period > 0 and (eng.epoch + 1) % period == 0)) and comm.is_main_process():
+        if (last or due) and comm.is_main_process():
             eng.evaluation = eng.evaluate(f"epoch {eng.epoch + 1}")
             eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **eng.evaluation, **eng.epoch_stats})
             if last:

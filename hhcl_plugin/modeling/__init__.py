@@ -2,6 +2,7 @@
 from .backbones import BACKBONE_REGISTRY, build_backbone
 from .heads import GeneralizedMeanPooling, ReIDHead
 from .model import ReIDModel, build_model, resolve_device
+from .torchreid_model import TorchreidEmbedding, as_embedding_model
 
 __all__ = ["BACKBONE_REGISTRY", "build_backbone", "GeneralizedMeanPooling", "ReIDHead", "ReIDModel",
-           "build_model", "resolve_device"]
+           "build_model", "resolve_device", "TorchreidEmbedding", "as_embedding_model"]
