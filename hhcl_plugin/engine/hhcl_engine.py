@@ -167,8 +167,8 @@ class ImageHHCLEngine(tr.Engine):
         else:
             result = self.train()
         if visrank and comm.is_main_process():
-            save_ranked_results(self.data, self.last_distmat, os.path.join(self.cfg.OUTPUT_DIR, f"visrank_{self.data.name}"),
-                                topk=visrank_topk)
+            folder = os.path.join(self.cfg.OUTPUT_DIR, f"visrank_{self.data.name}")
+            save_ranked_results(self.data, self.last_distmat, folder, topk=visrank_topk)
         return result
 
     def train(self) -> Dict:

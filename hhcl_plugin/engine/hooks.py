@@ -172,7 +172,8 @@ class ClusteringHook(HookBase):
         if outcome["error"]:
             raise ClusteringError(outcome["error"])
         clusters = PseudoLabels(outcome["labels"], outcome["stats"], outcome["distances"])
-        if clusters.stats["clusters"] == 1:  # reachable with P = 1 identity per batch; a softmax over one class is constant
+        # reachable with P = 1 identity per batch; a softmax over one class is constant
+        if clusters.stats["clusters"] == 1:
             logger.warning("epoch %d: one cluster only, so every memory loss is 0 and the model will not change; "
                            "lower CLUSTER.EPS (now %s) or CLUSTER.MIN_SAMPLES", eng.epoch + 1, cfg.CLUSTER.EPS)
         return clusters

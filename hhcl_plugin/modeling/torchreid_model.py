@@ -31,7 +31,8 @@ class TorchreidEmbedding(nn.Module):
         if not isinstance(classifier, nn.Module):
             raise ConfigError(f"{type(model).__name__} has no 'classifier' module, so its features in train mode "
                               "are unknown; use a torchreid model whose eval-mode output feeds model.classifier "
-                              "(resnet*, osnet*, mobilenetv2*, ...) or a plugin model (hhcl_plugin.modeling.build_model)")
+                              "(resnet*, osnet*, mobilenetv2*, ...) or a plugin model "
+                              "(hhcl_plugin.modeling.build_model)")
         self.module = model
         classifier.requires_grad_(False)
         self._kept: list = []
@@ -44,7 +45,8 @@ class TorchreidEmbedding(nn.Module):
         self.module(images)
         if not self._kept:
             raise ConfigError(f"{type(self.module).__name__} did not call its classifier in train mode, so its "
-                              "features are unknown; use a model whose train-mode forward goes through model.classifier")
+                              "features are unknown; use a model whose train-mode forward goes through "
+                              "model.classifier")
         return F.normalize(self._kept.pop(), dim=1)
 
 
