@@ -68,7 +68,7 @@ def test_a_subclass_adds_a_hook_and_after_train_runs_when_training_raises(synth_
 
     cfg = setup_cfg(CONFIG, tiny_opts(synth_root, str(tmp_path)) + ["SOLVER.MAX_EPOCH", "1"])
     device = default_setup(cfg, build_parser().parse_args([]))
-    engine = ProjectEngine(cfg, build_data(cfg), build_model(cfg), device)
+    engine = ProjectEngine(build_data(cfg), build_model(cfg), use_gpu=device.type == "cuda", cfg=cfg)
     assert [type(h).__name__ for h in engine.hooks] == ["ClusteringHook", "EvalHook", "CheckpointHook",
                                                         "ReportHook", "Recorder"]
     with pytest.raises(RuntimeError, match="stop here"):

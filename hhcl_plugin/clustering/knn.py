@@ -23,30 +23,21 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..utils.errors import ClusteringError
+from ..utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 KNN_INDEX_TYPES = ("exact", "ivf")
-
-
-def progress(iterable: Iterable, total: Optional[int] = None, desc: str = "") -> Iterable:
-    """tqdm that stays silent when stderr is not a terminal (log files, CI, benchmarks)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a declared dependency
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None if sys.stderr.isatty() else True)
 
 
 def faiss_num_gpus() -> int:

@@ -143,6 +143,7 @@ def check_cfg(cfg: CfgNode) -> None:
         "CLUSTER.KNN_INDEX": ("exact", "ivf"),
         "SOLVER.AMP": ("off", "fp16", "bf16"),
         "DATALOADER.ON_BAD_IMAGE": ("error", "skip"),
+        "TEST.DIST_METRIC": ("cosine", "euclidean"),
     }
     for key, allowed in choices.items():
         value = _value(cfg, key)

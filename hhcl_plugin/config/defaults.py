@@ -119,3 +119,9 @@ _C.TEST.RERANK = False
 _C.TEST.RERANK_K1 = 20
 _C.TEST.RERANK_K2 = 6
 _C.TEST.RERANK_LAMBDA = 0.3  # weight of the original distance against the Jaccard distance
+# torchreid's Engine.run() evaluation arguments (start_eval, dist_metric, use_metric_cuhk03), as config keys:
+# evaluate only from epoch START_EVAL on (the last epoch always); cosine | euclidean (the same ranking on the
+# L2-normalised features, other re-ranked figures); CUHK03's single-gallery-shot CMC
+_C.TEST.START_EVAL = 0
+_C.TEST.DIST_METRIC = "cosine"
+_C.TEST.METRIC_CUHK03 = False

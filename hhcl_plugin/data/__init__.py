@@ -1,7 +1,9 @@
 """Data: torchreid datasets (plus ``synthreid``), P x K samplers over pseudo labels, transforms, loaders."""
-from .build import ImageListDataset, UnlabeledData, build_data, build_test_loader, build_train_loader, read_image
+from .build import (ImageListDataset, UnlabeledData, build_data, build_test_loader, build_train_loader,
+                    data_from_datamanager, read_image)
 from .samplers import SAMPLER_REGISTRY, CameraAwarePKSampler, build_train_sampler
 from .transforms import build_transforms
 
 __all__ = ["ImageListDataset", "UnlabeledData", "build_data", "build_test_loader", "build_train_loader",
-           "read_image", "SAMPLER_REGISTRY", "CameraAwarePKSampler", "build_train_sampler", "build_transforms"]
+           "data_from_datamanager", "read_image", "SAMPLER_REGISTRY", "CameraAwarePKSampler", "build_train_sampler",
+           "build_transforms"]

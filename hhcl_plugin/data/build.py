@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
 from yacs.config import CfgNode
 
 from ..utils.errors import ConfigError, DatasetError
+from ..utils.progress import progress
 from .datasets import build_dataset
 from .transforms import build_transforms
 
@@ -81,7 +80,7 @@ class UnlabeledData:
 def drop_unreadable(items: List[Item], split: str) -> List[Item]:
     """``items`` without the images that cannot be decoded, each one logged."""
     kept = []
-    for item in tqdm(items, desc=f"checking {split} images", disable=not sys.stderr.isatty(), leave=False):
+    for item in progress(items, desc=f"checking {split} images"):
         try:
             read_image(item[0])
             kept.append(item)
@@ -96,16 +95,41 @@ def drop_unreadable(items: List[Item], split: str) -> List[Item]:
 
 
 def build_data(cfg: CfgNode) -> UnlabeledData:
+    """The dataset of ``DATASETS.NAMES`` with the plugin's transforms: what ``hhcl-train`` hands the engine."""
     if len(cfg.DATASETS.NAMES) != 1:
         raise ConfigError(f"DATASETS.NAMES must name exactly one dataset, got {list(cfg.DATASETS.NAMES)}")
     name = cfg.DATASETS.NAMES[0]
     dataset = build_dataset(cfg, name)
-    transform_train, transform_test = build_transforms(cfg)
+    return _unlabeled_data(cfg, name, (dataset.train, dataset.query, dataset.gallery), *build_transforms(cfg))
+
+
+def data_from_datamanager(datamanager: Any, cfg: CfgNode) -> UnlabeledData:
+    """What the engine needs of a torchreid image datamanager (``torchreid.data.ImageDataManager``).
+
+    Its train split (identity labels kept only for diagnostics), its test split and its
+    transforms; its loaders are not used: the engine builds its own P x K loader every epoch.
+    """
+    if isinstance(datamanager, UnlabeledData):
+        return datamanager
+    if getattr(datamanager, "data_type", "image") != "image":
+        raise ConfigError(f"the datamanager holds {datamanager.data_type} data; use torchreid's ImageDataManager")
+    sources, targets = list(datamanager.sources), list(datamanager.targets)
+    if len(sources) != 1 or targets != sources:
+        raise ConfigError(f"the datamanager has sources {sources} and targets {targets}; HHCL trains and evaluates "
+                          f"on one dataset: give ImageDataManager one name in sources and no other targets")
+    name = sources[0]
+    test = datamanager.test_dataset[name]
+    splits = (datamanager.train_loader.dataset.train, test["query"], test["gallery"])
+    return _unlabeled_data(cfg, name, splits, datamanager.transform_tr, datamanager.transform_te)
+
+
+def _unlabeled_data(cfg: CfgNode, name: str, splits: Sequence[Sequence[tuple]], transform_train: Callable,
+                    transform_test: Callable) -> UnlabeledData:
     strip = lambda split: sorted((p, pid, cam) for p, pid, cam, *_ in split)  # noqa: E731
-    splits = [strip(dataset.train), strip(dataset.query), strip(dataset.gallery)]
+    items = [strip(split) for split in splits]
     if cfg.DATALOADER.ON_BAD_IMAGE == "skip":
-        splits = [drop_unreadable(items, split) for items, split in zip(splits, ("train", "query", "gallery"))]
-    data = UnlabeledData(name, *splits, transform_train, transform_test)
+        items = [drop_unreadable(split, title) for split, title in zip(items, ("train", "query", "gallery"))]
+    data = UnlabeledData(name, *items, transform_train, transform_test)
     logger.info("dataset %s: %d train images (labels unused), %d query, %d gallery",
                 name, len(data.train), len(data.query), len(data.gallery))
     return data

@@ -15,9 +15,9 @@ from ..config import setup_cfg
 from ..data.build import read_image
 from ..data.transforms import build_transforms
 from ..engine.checkpoint import load_model_weights
-from ..engine.evaluation import progress
 from ..modeling import ReIDModel, build_model, resolve_device
 from ..utils.errors import DatasetError
+from ..utils.progress import progress
 
 logger = logging.getLogger(__name__)
 

@@ -82,5 +82,5 @@ def build_engine(cfg: CfgNode, device: torch.device) -> "HHCLEngine":
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         load_model_weights(model, cfg.MODEL.WEIGHTS)
-    return ENGINE_REGISTRY.get(cfg.ENGINE)(cfg, data, model, device)
+    return ENGINE_REGISTRY.get(cfg.ENGINE)(data, model, use_gpu=device.type == "cuda", cfg=cfg)
 

@@ -1,4 +1,10 @@
-"""The HHCL training engine, a torchreid ``Engine`` driven by hooks."""
+"""The HHCL training engine, a torchreid ``Engine`` driven by hooks, with torchreid's signature.
+
+The same engine serves ``hhcl-train`` and a torchreid-style script::
+
+    engine = ImageHHCLEngine(datamanager, model, optimizer, scheduler, use_gpu=True, cfg=cfg)
+    engine.run(save_dir="log/hhcl", max_epoch=60, eval_freq=10, print_freq=20)
+"""
 from __future__ import annotations
 
 import logging
@@ -6,7 +12,7 @@ import math
 import os
 import time
 from types import SimpleNamespace
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,43 +20,58 @@ from tabulate import tabulate
 from torch.utils.tensorboard import SummaryWriter
 from yacs.config import CfgNode
 
-from ..data import UnlabeledData, build_test_loader
-from ..modeling import ReIDModel
+from ..config.config import check_cfg, merge_from_list, setup_cfg
+from ..data import build_test_loader, data_from_datamanager
+from ..modeling import as_embedding_model
 from ..utils import comm
 from ..utils import torchreid_compat as tr
 from ..utils.errors import ConfigError, TrainingError
+from ..utils.progress import progress
 from .build import ENGINE_REGISTRY
 from .checkpoint import load_checkpoint_or_previous, rng_state, save_checkpoint, set_rng_state
 from .cluster_grid_hook import ClusterGridHook
-from .evaluation import evaluate_retrieval, extract_features, progress
+from .defaults import check_registered_parts
+from .evaluation import distance_matrix, evaluate_retrieval, extract_features
 from .hooks import CheckpointHook, ClusteringHook, EvalHook, HookBase, check_hook_order
-from .report import ReportHook
+from .report import ReportHook, save_ranked_results
 
 logger = logging.getLogger(__name__)
 
 
-@ENGINE_REGISTRY.register()
-class HHCLEngine(tr.Engine):
+@ENGINE_REGISTRY.register(name="HHCLEngine")  # the name cfg.ENGINE selects it by
+class ImageHHCLEngine(tr.Engine):
     """Cluster, then contrast against the cluster memory, every epoch.
 
+    Arguments as torchreid's ``ImageSoftmaxEngine``: ``datamanager`` is a torchreid image
+    datamanager (its train split is used without its identity labels, its test split for
+    evaluation, its transforms for both) or the plugin's ``build_data(cfg)``; ``model`` is a
+    plugin model or any ``torchreid.models.build_model`` model (see ``TorchreidEmbedding``);
+    ``optimizer``/``scheduler`` default to ``cfg.SOLVER``'s (a given optimizer without a
+    scheduler keeps its learning rate, as in torchreid).  ``cfg`` is the plugin's config, for
+    clustering, memory, sampler and batches (defaults when ``None``).
+
     Reuses torchreid's engine plumbing (model registry, LR stepping, batch parsing),
-    optimiser and scheduler builders, CMC/mAP evaluation and TensorBoard writer.
-    The steps around each epoch are the hooks of :meth:`build_hooks`.
+    CMC/mAP evaluation and ranked-results figures.  The steps around each epoch are the
+    hooks of :meth:`build_hooks`.
     """
 
     # what the training step takes from the hooks (see HookBase)
     reads = ("memory", "train_loader")
 
-    def __init__(self, cfg: CfgNode, data: UnlabeledData, model: ReIDModel, device: torch.device) -> None:
+    def __init__(self, datamanager: Any, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+                 scheduler: Optional[Any] = None, use_gpu: bool = True, cfg: Optional[CfgNode] = None) -> None:
+        cfg = setup_cfg() if cfg is None else cfg
+        check_registered_parts(cfg)
         self.cfg = cfg
-        self.data = data
-        self.device = device
+        self.data = data = data_from_datamanager(datamanager, cfg)
+        self.device = device = (torch.device("cuda", torch.cuda.current_device())
+                                if use_gpu and torch.cuda.is_available() else torch.device("cpu"))
         query_loader = build_test_loader(cfg, data.query, data.transform_test)
         gallery_loader = build_test_loader(cfg, data.gallery, data.transform_test)
         view = SimpleNamespace(train_loader=None, sources=data.sources, targets=data.targets,
                                test_loader={data.name: {"query": query_loader, "gallery": gallery_loader}})
         super().__init__(view, use_gpu=device.type == "cuda")
-        self.model = model.to(device)  # the plain module: evaluation, features, checkpoints
+        self.model = as_embedding_model(model).to(device)  # the plain module: evaluation, features, checkpoints
         self.channels_last = bool(cfg.MODEL.CHANNELS_LAST) and device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -58,14 +79,18 @@ class HHCLEngine(tr.Engine):
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.SOLVER.AMP)
         # fp16 needs loss scaling; bf16 has float32's range and does not
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
-        self.optimizer = tr.build_optimizer(model, optim=cfg.SOLVER.OPTIMIZER, lr=cfg.SOLVER.BASE_LR,
-                                            weight_decay=cfg.SOLVER.WEIGHT_DECAY, adam_beta2=0.999)
-        self.scheduler = tr.build_lr_scheduler(self.optimizer, lr_scheduler=cfg.SOLVER.LR_SCHEDULER,
-                                               stepsize=cfg.SOLVER.STEP_SIZE, gamma=cfg.SOLVER.GAMMA,
-                                               max_epoch=cfg.SOLVER.MAX_EPOCH)
+        if optimizer is None:
+            if scheduler is not None:
+                raise ConfigError("a scheduler was given without its optimizer; pass optimizer= too, or neither "
+                                  "to use cfg.SOLVER's")
+            optimizer = tr.build_optimizer(self.model, optim=cfg.SOLVER.OPTIMIZER, lr=cfg.SOLVER.BASE_LR,
+                                           weight_decay=cfg.SOLVER.WEIGHT_DECAY, adam_beta2=0.999)
+            scheduler = tr.build_lr_scheduler(optimizer, lr_scheduler=cfg.SOLVER.LR_SCHEDULER,
+                                              stepsize=cfg.SOLVER.STEP_SIZE, gamma=cfg.SOLVER.GAMMA,
+                                              max_epoch=cfg.SOLVER.MAX_EPOCH)
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.register_model("model", self.model, self.optimizer, self.scheduler)
-        self.writer = (SummaryWriter(log_dir=os.path.join(cfg.OUTPUT_DIR, "tensorboard")) if comm.is_main_process()
-                       else _NoWriter())
+        self.writer = _NoWriter()  # TensorBoard's, in OUTPUT_DIR, once run() knows it
         self.start_epoch, self.max_epoch = 0, cfg.SOLVER.MAX_EPOCH
         self.best_mAP = -1.0
         self.metrics: Dict = {"evaluations": []}
@@ -109,7 +134,48 @@ class HHCLEngine(tr.Engine):
             getattr(hook, stage)()
 
     # ------------------------------------------------------------------ training
-    def run(self) -> Dict:
+    def run(self, save_dir: Optional[str] = None, max_epoch: Optional[int] = None, start_epoch: Optional[int] = None,
+            print_freq: Optional[int] = None, fixbase_epoch: int = 0, open_layers: Optional[Sequence[str]] = None,
+            start_eval: Optional[int] = None, eval_freq: Optional[int] = None, test_only: bool = False,
+            dist_metric: Optional[str] = None, normalize_feature: bool = True, visrank: bool = False,
+            visrank_topk: int = 10, use_metric_cuhk03: Optional[bool] = None, ranks: Optional[Sequence[int]] = None,
+            rerank: Optional[bool] = None) -> Dict:
+        """Train (or with ``test_only`` only evaluate); the arguments of torchreid's ``Engine.run``.
+
+        An argument left at ``None`` takes its config key: ``save_dir`` OUTPUT_DIR, ``max_epoch``
+        SOLVER.MAX_EPOCH, ``print_freq`` SOLVER.LOG_PERIOD, ``start_eval`` TEST.START_EVAL,
+        ``eval_freq`` TEST.EVAL_PERIOD, ``dist_metric`` TEST.DIST_METRIC, ``use_metric_cuhk03``
+        TEST.METRIC_CUHK03, ``ranks`` TEST.RANKS, ``rerank`` TEST.RERANK; ``start_epoch`` is the
+        epoch to continue from (what :meth:`resume` sets).  ``fixbase_epoch``/``open_layers`` train
+        the identity classifier alone and ``normalize_feature=False`` asks for features the memory
+        cannot use: they are refused.  Returns the figures (``test_only``) or ``metrics.json``'s content.
+        """
+        if fixbase_epoch or open_layers:
+            raise ConfigError("fixbase_epoch and open_layers train the new identity classifier alone for the first "
+                              "epochs; HHCL has no identity labels to train it with: drop them")
+        if not normalize_feature:
+            raise ConfigError("normalize_feature=False: the clustering and the memory need L2-normalised features, "
+                              "so the engine always normalises them; drop normalize_feature")
+        self.cfg = _with_run_arguments(self.cfg, {
+            "OUTPUT_DIR": save_dir, "SOLVER.MAX_EPOCH": max_epoch, "SOLVER.LOG_PERIOD": print_freq,
+            "TEST.START_EVAL": start_eval, "TEST.EVAL_PERIOD": eval_freq, "TEST.DIST_METRIC": dist_metric,
+            "TEST.METRIC_CUHK03": use_metric_cuhk03, "TEST.RANKS": ranks, "TEST.RERANK": rerank})
+        self.max_epoch = self.cfg.SOLVER.MAX_EPOCH
+        if start_epoch is not None:
+            self.start_epoch = start_epoch
+        if comm.is_main_process():
+            self.writer = SummaryWriter(log_dir=os.path.join(self.cfg.OUTPUT_DIR, "tensorboard"))
+        if test_only:
+            result = self.evaluate("evaluation")
+            self.writer.close()
+        else:
+            result = self.train()
+        if visrank and comm.is_main_process():
+            folder = os.path.join(self.cfg.OUTPUT_DIR, f"visrank_{self.data.name}")
+            save_ranked_results(self.data, self.last_distmat, folder, topk=visrank_topk)
+        return result
+
+    def train(self) -> Dict:
         logger.info("training %d epochs x %d iterations on %s", self.max_epoch, self.cfg.SOLVER.ITERS, self.device)
         start = time.perf_counter()
         try:
@@ -200,8 +266,9 @@ class HHCLEngine(tr.Engine):
         (q_pids, q_cams), (g_pids, g_cams) = ids(self.data.query), ids(self.data.gallery)
         test = self.cfg.TEST
         rerank = (test.RERANK_K1, test.RERANK_K2, test.RERANK_LAMBDA) if test.RERANK else None
-        result = evaluate_retrieval(qf, gf, q_pids, g_pids, q_cams, g_cams, test.RANKS, rerank)
-        self.last_distmat = (1 - qf @ gf.t()).numpy()  # cosine distance, kept for the ranked-results figure
+        self.last_distmat = distance_matrix(qf, gf, test.DIST_METRIC)  # kept for the ranked-results figures
+        result = evaluate_retrieval(qf, gf, q_pids, g_pids, q_cams, g_cams, test.RANKS, rerank, test.DIST_METRIC,
+                                    test.METRIC_CUHK03, distmat=self.last_distmat)
         logger.info("%s on %s: %s", when, self.data.name, "  ".join(f"{k} {v:.1f}" for k, v in result.items()))
         for key, value in result.items():
             self.writer.add_scalar(f"test/{key}", value, self.epoch + 1 if when != "before training" else 0)
@@ -219,9 +286,12 @@ class HHCLEngine(tr.Engine):
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict:
         """Everything an exact resume needs; all tensors, numbers, strings (``weights_only`` loads it)."""
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch + 1, "best_mAP": self.best_mAP,
-                 "metrics": self.metrics, "rng": rng_state(), "config": self.cfg.dump()}
+        model = self.model.state_dict()
+        state = {"model": model, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+                 "epoch": self.epoch + 1, "best_mAP": self.best_mAP,
+                 "metrics": self.metrics, "rng": rng_state(), "config": self.cfg.dump(),
+                 "state_dict": model}  # torchreid's key (load_pretrained_weights); the same tensors, stored once
         if self.memory is not None:  # the epoch's memory and labels, for inspection and tools
             state["memory"] = {"mode": type(self.memory).__name__, "bank": self.memory.bank.detach().cpu()}
             state["pseudo_labels"] = torch.as_tensor(self.pseudo_labels)
@@ -235,12 +305,26 @@ class HHCLEngine(tr.Engine):
         ckpt = load_checkpoint_or_previous(path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch, self.best_mAP, self.metrics = ckpt["epoch"], ckpt["best_mAP"], ckpt["metrics"]
         if "pseudo_labels" in ckpt:
             self.pseudo_labels = ckpt["pseudo_labels"].numpy()
         set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
+
+
+def _with_run_arguments(cfg: CfgNode, values: Dict[str, Any]) -> CfgNode:
+    """``cfg`` with the given run() arguments as its keys, checked as a config file's values are."""
+    opts = [item for key, value in values.items() if value is not None for item in (key, value)]
+    if not opts:
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    merge_from_list(cfg, [list(v) if isinstance(v, tuple) else v for v in opts])
+    check_cfg(cfg)
+    cfg.freeze()
+    return cfg
 
 
 class _IterationTimer:
@@ -288,3 +372,6 @@ class _NoWriter:
 
     def add_scalar(self, *args, **kwargs) -> None: ...
     def close(self) -> None: ...
+
+
+HHCLEngine = ImageHHCLEngine  # its registered name

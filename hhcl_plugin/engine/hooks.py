@@ -166,7 +166,8 @@ class ClusteringHook(HookBase):
         if outcome["error"]:
             raise ClusteringError(outcome["error"])
         clusters = PseudoLabels(outcome["labels"], outcome["stats"], outcome["distances"])
-        if clusters.stats["clusters"] == 1:  # reachable with P = 1 identity per batch; a softmax over one class is constant
+        # reachable with P = 1 identity per batch; a softmax over one class is constant
+        if clusters.stats["clusters"] == 1:
             logger.warning("epoch %d: one cluster only, so every memory loss is 0 and the model will not change; "
                            "lower CLUSTER.EPS (now %s) or CLUSTER.MIN_SAMPLES", eng.epoch + 1, cfg.CLUSTER.EPS)
         return clusters
@@ -209,7 +210,8 @@ def _format_stats(stats: Dict[str, float]) -> str:
 
 
 class EvalHook(HookBase):
-    """Evaluate every ``TEST.EVAL_PERIOD`` epochs and after the last one; keep ``metrics.json`` (rank 0).
+    """Evaluate every ``TEST.EVAL_PERIOD`` epochs from ``TEST.START_EVAL`` on, and after the last one;
+    keep ``metrics.json`` (rank 0).
 
     ``engine.evaluation`` is the epoch's result on rank 0, ``None`` on epochs without
     evaluation and on the other ranks.
@@ -226,10 +228,11 @@ class EvalHook(HookBase):
         comm.synchronize()
 
     def after_epoch(self) -> None:
-        eng, period = self.engine, self.engine.cfg.TEST.EVAL_PERIOD
-        last = eng.epoch + 1 == eng.max_epoch
+        eng, test = self.engine, self.engine.cfg.TEST
+        epoch, last = eng.epoch + 1, eng.epoch + 1 == eng.max_epoch
+        due = test.EVAL_PERIOD > 0 and epoch % test.EVAL_PERIOD == 0 and epoch >= test.START_EVAL
         eng.evaluation = None
-        if (last or (period > 0 and (eng.epoch + 1) % period == 0)) and comm.is_main_process():
+        if (last or due) and comm.is_main_process():
             eng.evaluation = eng.evaluate(f"epoch {eng.epoch + 1}")
             eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **eng.evaluation, **eng.epoch_stats})
             if last:

@@ -10,13 +10,16 @@ import contextlib
 import io
 import logging
 import os
-from typing import TYPE_CHECKING, Dict, List
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+import numpy as np
 
 from ..utils import comm
 from ..utils import torchreid_compat as tr
 from .hooks import HookBase
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..data import UnlabeledData
     from .hhcl_engine import HHCLEngine
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,17 @@ def plot_training_curves(metrics: Dict, folder: str) -> List[str]:
     return written
 
 
+def save_ranked_results(data: "UnlabeledData", distmat: np.ndarray, folder: str, num_queries: Optional[int] = None,
+                        topk: int = 10) -> str:
+    """torchreid's ranked-results figures of the first ``num_queries`` queries (all when ``None``) in ``folder``."""
+    n = len(data.query) if num_queries is None else min(num_queries, len(data.query))
+    query = [(p, pid, cam, 0) for p, pid, cam in data.query[:n]]
+    gallery = [(p, pid, cam, 0) for p, pid, cam in data.gallery]
+    with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints its progress
+        tr.visualize_ranked_results(distmat[:n], (query, gallery), "image", save_dir=folder, topk=topk)
+    return folder
+
+
 class ReportHook(HookBase):
     """After training (rank 0): the curves, and torchreid's ranked lists for a few queries."""
 
@@ -90,14 +104,8 @@ class ReportHook(HookBase):
         eng: "HHCLEngine" = self.engine
         if not comm.is_main_process():
             return
-        folder = os.path.join(eng.cfg.OUTPUT_DIR, "plots")
-        written = plot_training_curves(eng.metrics, folder)
+        written = plot_training_curves(eng.metrics, os.path.join(eng.cfg.OUTPUT_DIR, "plots"))
         if eng.last_distmat is not None:
-            n = min(NUM_RANKED_QUERIES, len(eng.data.query))
-            query = [(p, pid, cam, 0) for p, pid, cam in eng.data.query[:n]]
-            gallery = [(p, pid, cam, 0) for p, pid, cam in eng.data.gallery]
-            ranked = os.path.join(eng.cfg.OUTPUT_DIR, "ranked")
-            with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints its progress
-                tr.visualize_ranked_results(eng.last_distmat[:n], (query, gallery), "image", save_dir=ranked)
-            written.append(ranked)
+            written.append(save_ranked_results(eng.data, eng.last_distmat, os.path.join(eng.cfg.OUTPUT_DIR, "ranked"),
+                                               NUM_RANKED_QUERIES))
         logger.info("figures: %s", ", ".join(written))

@@ -40,7 +40,7 @@ def setup(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> HHCLEngine
 def run(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> int:
     engine = setup(args, cfg)
     if args.eval_only:
-        engine.evaluate("evaluation")
+        engine.run(test_only=True)
         return 0
     last = os.path.join(engine.cfg.OUTPUT_DIR, "last.pth")
     if args.resume:
