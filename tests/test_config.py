@@ -56,9 +56,9 @@ def test_unknown_key_is_named(tmp_path):
     (["DATALOADER.SAMPLER", "PK"], "DATALOADER.SAMPLER: No object named 'PK' in the SAMPLER registry"),
     (["ENGINE", "Trainer"], "ENGINE: No object named 'Trainer' in the ENGINE registry"),
     (["CLUSTER.NAME", "kmeans"], "CLUSTER.NAME: No object named 'kmeans' in the CLUSTERER registry"),
-    (["MEMORY.MOMENTUM", "1.5"], r"MEMORY.MOMENTUM must be in \[0, 1\]"),
-    (["MEMORY.TEMP", "0.0"], "MEMORY.TEMP must be > 0"),
-    (["TEST.RERANK_LAMBDA", "1.5"], r"TEST.RERANK_LAMBDA must be in \[0, 1\]"),
+    (["MEMORY.MOMENTUM", "1.5"], r"MEMORY.MOMENTUM is 1.5, expected a number in \[0, 1\]"),
+    (["MEMORY.TEMP", "0.0"], "MEMORY.TEMP is 0.0, expected a number > 0"),
+    (["TEST.RERANK_LAMBDA", "1.5"], r"TEST.RERANK_LAMBDA is 1.5, expected a number in \[0, 1\]"),
 ])
 def test_bad_values_are_rejected(opts, pattern):
     with pytest.raises(ConfigError, match=pattern):

@@ -9,6 +9,8 @@ import yaml
 from yacs.config import CfgNode
 
 from ..utils.errors import ConfigError
+from .checks import check_values
+from .checks import value_of as _value
 from .defaults import _C
 
 BASE_KEY = "_BASE_"
@@ -94,31 +96,8 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
 
 
 def check_cfg(cfg: CfgNode) -> None:
-    """Value checks yacs cannot express (it only checks types)."""
-    choices = {
-        "MODEL.DEVICE": ("auto", "cpu", "cuda"),
-        "MODEL.POOLING": ("avg", "gem", "max"),
-        "CLUSTER.JACCARD": ("sparse", "dense"),
-        "CLUSTER.KNN_INDEX": ("exact", "ivf"),
-        "SOLVER.AMP": ("off", "fp16", "bf16"),
-        "DATALOADER.ON_BAD_IMAGE": ("error", "skip"),
-    }
-    for key, allowed in choices.items():
-        value = _value(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key} is '{value}', expected one of {', '.join(allowed)}")
-    if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCES:
-        raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
-            f"DATALOADER.NUM_INSTANCES ({cfg.DATALOADER.NUM_INSTANCES})"
-        )
-    if not 0 < cfg.CLUSTER.EPS < 1:
-        raise ConfigError(f"CLUSTER.EPS is {cfg.CLUSTER.EPS}; the Jaccard distance lies in [0, 1], use 0 < EPS < 1")
-    if not 0 <= cfg.TEST.RERANK_LAMBDA <= 1 or cfg.TEST.RERANK_K1 < 1 or cfg.TEST.RERANK_K2 < 1:
-        raise ConfigError(f"TEST.RERANK_LAMBDA must be in [0, 1] and TEST.RERANK_K1, TEST.RERANK_K2 >= 1; got "
-                          f"{cfg.TEST.RERANK_LAMBDA}, {cfg.TEST.RERANK_K1}, {cfg.TEST.RERANK_K2}")
-    if not cfg.DATASETS.NAMES:
-        raise ConfigError("DATASETS.NAMES is empty; name at least one dataset, e.g. market1501 or synthreid")
+    """Value checks yacs cannot express (it only checks types): every key's rule, then the registered names."""
+    check_values(cfg)
     _check_registered_parts(cfg)
 
 
@@ -143,10 +122,3 @@ def _check_registered_parts(cfg: CfgNode) -> None:
         memory(1, 1, **memory.kwargs_from_cfg(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-def _value(cfg: CfgNode, key: str) -> Any:
-    """``cfg.A.B`` for ``key = "A.B"``."""
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
