@@ -26,6 +26,8 @@ def _load_yaml_with_base(path: str, _seen: Optional[List[str]] = None) -> Dict[s
     seen = list(_seen or [])
     if path in seen:
         raise ConfigError(f"config {path} inherits from itself through _BASE_: {' -> '.join(seen + [path])}")
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder; give a YAML file, e.g. configs/hhcl_synth.yml")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -1,4 +1,4 @@
-"""Launcher: ``hhcl-train --config-file F [--resume] [--eval-only] KEY VALUE ...``.
+"""Launcher: ``hhcl-train --config-file F [--resume | --eval-only | --move-aside] KEY VALUE ...``.
 
 Multi-process: ``torchrun --nproc_per_node=N -m hhcl_plugin.tools.train --config-file F ...``
 (or ``torchrun --nproc_per_node=N $(which hhcl-train) ...``) runs DistributedDataParallel.
@@ -13,6 +13,7 @@ import sys
 from typing import List, Optional
 
 import torch
+from yacs.config import CfgNode
 
 from .. import engine as _engine  # noqa: F401  (registers the engines)
 from ..config import setup_cfg
@@ -60,7 +61,7 @@ def build_engine(args: argparse.Namespace) -> "_engine.HHCLEngine":
         raise
 
 
-def _build(cfg, args: argparse.Namespace, device: torch.device) -> "_engine.HHCLEngine":
+def _build(cfg: CfgNode, args: argparse.Namespace, device: torch.device) -> "_engine.HHCLEngine":
     if comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         setup_logger(cfg.OUTPUT_DIR)

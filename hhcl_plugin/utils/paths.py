@@ -37,6 +37,9 @@ def check_writable_file(path: str, name: str) -> None:
         raise UserError(f"{name} {path} is a folder; give the name of a file to write, in it or elsewhere")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise UserError(f"{name} {path} exists and cannot be written (no write permission)")
+    existing = _nearest_existing(os.path.dirname(os.path.abspath(path)))
+    if not os.path.isdir(existing):
+        raise UserError(f"{name} {path} cannot be created: {existing} is a file; give a path in a folder")
     check_writable_dir(os.path.dirname(os.path.abspath(path)), f"the folder of {name}")
 
 
