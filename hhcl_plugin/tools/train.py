@@ -2,6 +2,8 @@
 
 Multi-process: ``torchrun --nproc_per_node=N -m hhcl_plugin.tools.train --config-file F ...``
 (or ``torchrun --nproc_per_node=N $(which hhcl-train) ...``) runs DistributedDataParallel.
+
+A project with its own config keys calls ``main(argv, cfg=base)`` with its extended defaults.
 """
 from __future__ import annotations
 
@@ -12,18 +14,12 @@ import shlex
 import sys
 from typing import List, Optional
 
-import torch
 from yacs.config import CfgNode
 
-from .. import engine as _engine  # noqa: F401  (registers the engines)
 from ..config import setup_cfg
-from ..data import build_data
-from ..engine import ENGINE_REGISTRY, load_model_weights
-from ..engine.run_dir import LAST, check_run_paths, release_lock, shared_output_dir, write_results
-from ..modeling import build_model, resolve_device
+from ..engine import HHCLEngine, build_engine, default_setup
+from ..engine.run_dir import LAST, release_lock, write_results
 from ..utils import comm
-from ..utils.env import seed_all
-from ..utils.logger import setup_logger
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
@@ -42,46 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_engine(args: argparse.Namespace) -> "_engine.HHCLEngine":
-    """Config, process group, logging, data, model and engine, ready to run."""
-    cfg = setup_cfg(args.config_file, args.opts)
-    check_run_paths(cfg)
-    device = resolve_device(cfg)
-    if comm.init_distributed(device.type) and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    args.output_dir = shared_output_dir(cfg.OUTPUT_DIR, args.resume, args.eval_only, args.move_aside)
-    if args.output_dir != cfg.OUTPUT_DIR:  # --eval-only: a folder of its own
-        cfg.defrost()
-        cfg.OUTPUT_DIR = args.output_dir
-        cfg.freeze()
+def setup(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> HHCLEngine:
+    """The config (``cfg``: the defaults, or a project's extended ones), the default setup and the engine."""
+    cfg = setup_cfg(args.config_file, args.opts, cfg)
+    device = default_setup(cfg, args)
     try:
-        return _build(cfg, args, device)
+        return build_engine(cfg, device)
     except BaseException:
         release_lock(cfg.OUTPUT_DIR)
         raise
 
 
-def _build(cfg: CfgNode, args: argparse.Namespace, device: torch.device) -> "_engine.HHCLEngine":
-    if comm.is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        setup_logger(cfg.OUTPUT_DIR)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-    else:  # other ranks only report problems
-        setup_logger(level=logging.WARNING)
-    logger.info("config %s, output in %s, %d process(es)", args.config_file or "(defaults)", cfg.OUTPUT_DIR,
-                comm.get_world_size())
-    # the same model initialisation everywhere (DDP also broadcasts it); per-rank augmentation
-    seed_all(cfg.SEED + comm.get_rank(), cfg.DETERMINISTIC)
-    data = build_data(cfg)
-    model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        load_model_weights(model, cfg.MODEL.WEIGHTS)
-    return ENGINE_REGISTRY.get(cfg.ENGINE)(cfg, data, model, device)
-
-
-def run(args: argparse.Namespace) -> int:
-    engine = build_engine(args)
+def run(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> int:
+    engine = setup(args, cfg)
     cfg = engine.cfg
     try:
         if args.eval_only:
@@ -100,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def how_to_resume(args: argparse.Namespace) -> str:
-    """The line printed when SIGTERM or Ctrl-C stops a run."""
+    """The line printed when SIGTERM or Ctrl-C stops a run (``default_setup`` sets ``args.output_dir``)."""
     folder = getattr(args, "output_dir", "")
     if not folder or args.eval_only:
         return ""
@@ -111,8 +80,8 @@ def how_to_resume(args: argparse.Namespace) -> str:
     return f"{os.path.join(folder, LAST)} holds the last finished epoch; resume with: {shlex.join(command)}"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli("hhcl-train", run, parse_command_line(build_parser(), argv), how_to_resume)
+def main(argv: Optional[List[str]] = None, cfg: Optional[CfgNode] = None) -> int:
+    return run_cli("hhcl-train", lambda args: run(args, cfg), parse_command_line(build_parser(), argv), how_to_resume)
 
 
 if __name__ == "__main__":
