@@ -150,3 +150,15 @@ def test_embed_and_export_check_their_output_before_any_work(tmp_path, capsys, a
     code = tool_main(["--config-file", CONFIG, *flags, "--output", str(tmp_path / "x.out"),
                       "MODEL.WEIGHTS", f"{a_file}.pth"])
     assert code == 2 and f"MODEL.WEIGHTS {a_file}.pth does not exist" in capsys.readouterr().err
+
+
+def test_an_output_dir_without_write_permission_is_named(tmp_path, capsys, monkeypatch):
+    # tests may run as root, who may write anywhere: the permission is denied by hand
+    out = tmp_path / "read_only"
+    out.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != str(out))
+    code, err = run(capsys, "OUTPUT_DIR", str(out))
+    assert code == 2 and err == (f"hhcl-train: error: OUTPUT_DIR {out} cannot be written (no write permission); "
+                                 f"give a folder you can write to")
+    code, err = run(capsys, "OUTPUT_DIR", str(out / "run"))
+    assert code == 2 and f"OUTPUT_DIR {out}/run cannot be created in {out} (no write permission)" in err

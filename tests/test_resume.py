@@ -22,7 +22,7 @@ def opts(root, out):
     return tiny_opts(root, out) + ["SOLVER.MAX_EPOCH", "3", "SOLVER.ITERS", "6", "DETERMINISTIC", "True"]
 
 
-def wait_for_epoch(path, epoch, proc, timeout=240):
+def wait_for_epoch(path, epoch, proc, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if os.path.isfile(path) and load_checkpoint(path)["epoch"] >= epoch:
