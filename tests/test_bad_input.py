@@ -101,3 +101,64 @@ def test_empty_split_of_a_real_dataset_layout_is_named(synth_root, tmp_path, cap
     code, err = run(capsys, *tiny_opts(str(tmp_path), str(tmp_path / "out")), "DATASETS.NAMES", "('market1501',)")
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "empty" in err and "market1501" in err
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    return str(path)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("OUTPUT_DIR", "{file}", "OUTPUT_DIR {file} is a file, not a folder"),
+    ("OUTPUT_DIR", "{file}/run", "OUTPUT_DIR {file}/run cannot be created: {file} is a file"),
+    ("DATASETS.ROOT", "{file}/datasets", "DATASETS.ROOT (where synthreid is generated) {file}/datasets cannot be "
+                                         "created: {file} is a file"),
+    ("DATASETS.ROOT", "{file}", "DATASETS.ROOT {file} is a file, not a folder"),
+    ("MODEL.WEIGHTS", "{file}.pth", "MODEL.WEIGHTS {file}.pth does not exist; give a checkpoint file, a URL or zoo:NAME"),
+    ("MODEL.WEIGHTS", "{dir}", "MODEL.WEIGHTS {dir} is a folder; give the checkpoint file in it"),
+])
+def test_bad_paths_are_one_line_before_any_work(tmp_path, capsys, a_file, key, value, expected):
+    out = str(tmp_path / "out")
+    fill = dict(file=a_file, dir=str(tmp_path))
+    code, err = run(capsys, "OUTPUT_DIR", out, key, value.format(**fill))
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert expected.format(**fill) in err
+    assert key == "OUTPUT_DIR" or not os.path.exists(out)  # refused before anything was written
+
+
+def test_a_config_file_that_is_a_folder_is_named(tmp_path, capsys):
+    code = main(["--config-file", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"hhcl-train: error: config file {tmp_path} is a folder; give a YAML file, e.g. " \
+                                "configs/hhcl_synth.yml"
+
+
+@pytest.mark.parametrize("tool", ["embed", "export"])
+def test_embed_and_export_check_their_output_before_any_work(tmp_path, capsys, a_file, tool):
+    import importlib
+
+    tool_main = importlib.import_module(f"hhcl_plugin.tools.{tool}").main
+    flags = ["--input", str(tmp_path)] if tool == "embed" else ["--format", "onnx"]
+    for output, expected in ((str(tmp_path), f"--output {tmp_path} is a folder"),
+                             (f"{a_file}/model.out", f"--output {a_file}/model.out cannot be created: "
+                                                     f"{a_file} is a file")):
+        code = tool_main(["--config-file", CONFIG, *flags, "--output", output, "MODEL.WEIGHTS", f"{a_file}.pth"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"hhcl-{tool}: error: {expected}")
+    code = tool_main(["--config-file", CONFIG, *flags, "--output", str(tmp_path / "x.out"),
+                      "MODEL.WEIGHTS", f"{a_file}.pth"])
+    assert code == 2 and f"MODEL.WEIGHTS {a_file}.pth does not exist" in capsys.readouterr().err
+
+
+def test_an_output_dir_without_write_permission_is_named(tmp_path, capsys, monkeypatch):
+    # tests may run as root, who may write anywhere: the permission is denied by hand
+    out = tmp_path / "read_only"
+    out.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != str(out))
+    code, err = run(capsys, "OUTPUT_DIR", str(out))
+    assert code == 2 and err == (f"hhcl-train: error: OUTPUT_DIR {out} cannot be written (no write permission); "
+                                 f"give a folder you can write to")
+    code, err = run(capsys, "OUTPUT_DIR", str(out / "run"))
+    assert code == 2 and f"OUTPUT_DIR {out}/run cannot be created in {out} (no write permission)" in err

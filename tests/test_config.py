@@ -50,7 +50,9 @@ def test_unknown_key_is_named(tmp_path):
     (["CLUSTER.EPS", "1.5"], "CLUSTER.EPS"),
     (["SOLVER.IMS_PER_BATCH", "100"], "multiple of"),
     (["SOLVER.BASE_LR"], "KEY VALUE"),
-    (["TEST.RERANK_LAMBDA", "1.5"], r"TEST.RERANK_LAMBDA must be in \[0, 1\]"),
+    (["TEST.RERANK_LAMBDA", "1.5"], r"TEST.RERANK_LAMBDA is 1.5, expected a number in \[0, 1\]"),
+    (["MEMORY.MOMENTUM", "1.5"], r"MEMORY.MOMENTUM is 1.5, expected a number in \[0, 1\]"),
+    (["MEMORY.TEMP", "0.0"], "MEMORY.TEMP is 0.0, expected a number > 0"),
 ])
 def test_bad_values_are_rejected(opts, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -64,8 +66,6 @@ def test_bad_values_are_rejected(opts, pattern):
     (["DATALOADER.SAMPLER", "PK"], "DATALOADER.SAMPLER: No object named 'PK' in the SAMPLER registry"),
     (["ENGINE", "Trainer"], "ENGINE: No object named 'Trainer' in the ENGINE registry"),
     (["CLUSTER.NAME", "kmeans"], "CLUSTER.NAME: No object named 'kmeans' in the CLUSTERER registry"),
-    (["MEMORY.MOMENTUM", "1.5"], r"MEMORY.MOMENTUM must be in \[0, 1\]"),
-    (["MEMORY.TEMP", "0.0"], "MEMORY.TEMP must be > 0"),
 ])
 def test_bad_registered_parts_are_rejected(opts, pattern):
     from hhcl_plugin.engine.defaults import check_registered_parts

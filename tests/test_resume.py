@@ -1,11 +1,13 @@
 """An interrupted run resumes exactly; damaged checkpoints fall back to the previous good one."""
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from conftest import tiny_opts
@@ -20,7 +22,7 @@ def opts(root, out):
     return tiny_opts(root, out) + ["SOLVER.MAX_EPOCH", "3", "SOLVER.ITERS", "6", "DETERMINISTIC", "True"]
 
 
-def wait_for_epoch(path, epoch, proc, timeout=240):
+def wait_for_epoch(path, epoch, proc, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if os.path.isfile(path) and load_checkpoint(path)["epoch"] >= epoch:
@@ -30,32 +32,63 @@ def wait_for_epoch(path, epoch, proc, timeout=240):
     raise AssertionError(f"no checkpoint of epoch {epoch} after {timeout}s")
 
 
-def test_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(synth_root, tmp_path):
-    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+@pytest.fixture(scope="module")
+def reference(synth_root, tmp_path_factory):
+    """An uninterrupted run that the interrupted ones must match."""
+    ref = str(tmp_path_factory.mktemp("ref") / "run")
     assert main(["--config-file", CONFIG, *opts(synth_root, ref)]) == 0
+    return ref
 
+
+def interrupt_after_first_epoch(synth_root, out, signum):
+    """Start a run in a subprocess, send ``signum`` once epoch 1 is saved; return its exit code and stderr."""
     # same intra-op thread count as this process: CPU reductions round differently with another split
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen([sys.executable, "-m", "hhcl_plugin.tools.train", "--config-file", CONFIG,
-                             *opts(synth_root, killed)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             *opts(synth_root, out)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            # a child of a background job starts with SIGINT ignored; Python then never raises it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        wait_for_epoch(os.path.join(killed, "last.pth"), 1, proc)
-        proc.send_signal(signal.SIGKILL)
+        wait_for_epoch(os.path.join(out, "last.pth"), 1, proc)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
     finally:
-        proc.wait(timeout=60)
-    interrupted_at = load_checkpoint(os.path.join(killed, "last.pth"))["epoch"]
-    assert interrupted_at < 3
+        proc.kill()
+        proc.wait()
+    assert load_checkpoint(os.path.join(out, "last.pth"))["epoch"] < 3
+    return proc.returncode, err
 
-    assert main(["--config-file", CONFIG, "--resume", *opts(synth_root, killed)]) == 0
-    a, b = (load_checkpoint(os.path.join(d, "last.pth")) for d in (ref, killed))
+
+def assert_resumes_to_the_reference(synth_root, out, ref):
+    assert main(["--config-file", CONFIG, "--resume", *opts(synth_root, out)]) == 0
+    a, b = (load_checkpoint(os.path.join(d, "last.pth")) for d in (ref, out))
     assert a["epoch"] == b["epoch"] == 3
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert torch.equal(a["memory"]["bank"], b["memory"]["bank"])
     assert torch.equal(a["pseudo_labels"], b["pseudo_labels"])
-    metrics = [json.load(open(os.path.join(d, "metrics.json"))) for d in (ref, killed)]
+    metrics = [json.load(open(os.path.join(d, "metrics.json"))) for d in (ref, out)]
     assert metrics[0] == metrics[1]
+
+
+def test_run_killed_mid_epoch_resumes_to_identical_weights_and_metrics(synth_root, tmp_path, reference):
+    killed = str(tmp_path / "killed")
+    interrupt_after_first_epoch(synth_root, killed, signal.SIGKILL)
+    assert os.path.isfile(os.path.join(killed, "run.lock"))  # left behind, and found stale by the resume
+    assert_resumes_to_the_reference(synth_root, killed, reference)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_stop_with_how_to_resume_and_resume_identically(synth_root, tmp_path, reference, signum):
+    out = str(tmp_path / "stopped")
+    code, err = interrupt_after_first_epoch(synth_root, out, signum)
+    assert code == 128 + signum and "Traceback" not in err
+    command = shlex.join(["hhcl-train", "--config-file", CONFIG, "--resume", *opts(synth_root, out)])
+    assert err.strip().splitlines()[-1] == (f"hhcl-train: stopped by {signal.Signals(signum).name}; "
+                                            f"{out}/last.pth holds the last finished epoch; resume with: {command}")
+    assert not os.path.exists(os.path.join(out, "run.lock"))
+    assert_resumes_to_the_reference(synth_root, out, reference)
 
 
 def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path):

@@ -76,8 +76,10 @@ def test_eval_only_reports_re_ranked_figures(trained, synth_root, tmp_path):
     out = str(tmp_path / "eval")
     opts = tiny_opts(synth_root, out) + ["MODEL.WEIGHTS", os.path.join(trained, "best.pth"), "TEST.RERANK", "True"]
     assert main(["--config-file", f"{REPO}/configs/hhcl_synth.yml", "--eval-only", *opts]) == 0
-    figures = re.search(r"evaluation on synthreid: (.*)", open(os.path.join(out, "log.txt")).read()).group(1)
+    figures = re.search(r"evaluation on synthreid: (.*)", open(os.path.join(out, "eval", "1", "log.txt")).read()).group(1)
     assert "mAP_rerank" in figures and "rank1_rerank" in figures
+    results = json.load(open(os.path.join(out, "eval", "1", "results.json")))
+    assert {"mAP", "mAP_rerank"} <= set(results["evaluation"]) and results["weights"].endswith("best.pth")
 
 
 def run_cli(*args):

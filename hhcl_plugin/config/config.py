@@ -9,13 +9,13 @@ import yaml
 from yacs.config import CfgNode
 
 from ..utils.errors import ConfigError
+from .checks import AUTO, EPS, check_values
 from .defaults import _C
 
 BASE_KEY = "_BASE_"
 # keys that take a number or a word (CLUSTER.EPS: a float or "auto"); yacs types a key by its default and would
 # refuse the other kind, so they are set past its type check and checked by check_cfg
 NUMBER_OR_WORD_KEYS = ("CLUSTER.EPS",)
-AUTO = "auto"  # CLUSTER.EPS auto: the radius chosen per clustering (hhcl_plugin.clustering.eps_rule)
 EpsSetting = Union[float, str]
 
 
@@ -29,6 +29,8 @@ def _load_yaml_with_base(path: str, _seen: Optional[List[str]] = None) -> Dict[s
     seen = list(_seen or [])
     if path in seen:
         raise ConfigError(f"config {path} inherits from itself through _BASE_: {' -> '.join(seen + [path])}")
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder; give a YAML file, e.g. configs/hhcl_synth.yml")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -135,45 +137,12 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), cfg: Optional[Cfg
 
 
 def check_cfg(cfg: CfgNode) -> None:
-    """Value checks yacs cannot express (it only checks types)."""
-    choices = {
-        "MODEL.DEVICE": ("auto", "cpu", "cuda"),
-        "MODEL.POOLING": ("avg", "gem", "max"),
-        "CLUSTER.JACCARD": ("sparse", "dense"),
-        "CLUSTER.KNN_INDEX": ("exact", "ivf"),
-        "SOLVER.AMP": ("off", "fp16", "bf16"),
-        "DATALOADER.ON_BAD_IMAGE": ("error", "skip"),
-        "TEST.DIST_METRIC": ("cosine", "euclidean"),
-    }
-    for key, allowed in choices.items():
-        value = _value(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key} is '{value}', expected one of {', '.join(allowed)}")
-    if cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCES:
-        raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple of "
-            f"DATALOADER.NUM_INSTANCES ({cfg.DATALOADER.NUM_INSTANCES})"
-        )
-    check_eps(cfg.CLUSTER.EPS)
-    if not 0 <= cfg.TEST.RERANK_LAMBDA <= 1 or cfg.TEST.RERANK_K1 < 1 or cfg.TEST.RERANK_K2 < 1:
-        raise ConfigError(f"TEST.RERANK_LAMBDA must be in [0, 1] and TEST.RERANK_K1, TEST.RERANK_K2 >= 1; got "
-                          f"{cfg.TEST.RERANK_LAMBDA}, {cfg.TEST.RERANK_K1}, {cfg.TEST.RERANK_K2}")
-    if not cfg.DATASETS.NAMES:
-        raise ConfigError("DATASETS.NAMES is empty; name at least one dataset, e.g. market1501 or synthreid")
+    """Value checks yacs cannot express (it only checks types): every key's rule in ``checks.RULES``."""
+    check_values(cfg)
 
 
 def check_eps(value: EpsSetting, name: str = "CLUSTER.EPS") -> EpsSetting:
-    """``value`` as a float in (0, 1), or ``AUTO``; a ConfigError naming ``name`` otherwise."""
-    if value == AUTO:
-        return AUTO
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
-        return float(value)
-    raise ConfigError(f"{name} is {value!r}; use a number with 0 < eps < 1 (the Jaccard distance lies in [0, 1]) "
-                      f"or '{AUTO}'")
-
-
-def _value(cfg: CfgNode, key: str) -> Any:
-    """``cfg.A.B`` for ``key = "A.B"``."""
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
+    """``value`` as a float in (0, 1), or ``AUTO``; a ConfigError naming ``name`` otherwise (``checks.EPS``)."""
+    if not EPS.accepts(value):
+        raise ConfigError(f"{name} is {value!r}, expected {EPS.expected}")
+    return value if value == AUTO else float(value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import tempfile
 from typing import Any, Dict, Mapping
 
@@ -31,7 +32,9 @@ def save_checkpoint(state: Mapping[str, Any], path: str, keep_previous: bool = F
     """Write to a temporary file in the same folder, then atomically rename over ``path``.
 
     With ``keep_previous`` the checkpoint being replaced is kept as ``<name>.prev.pth``, so
-    a file damaged later (a full disk, a bad copy) still leaves one good checkpoint.
+    a file damaged later (a full disk, a bad copy) still leaves one good checkpoint. It is
+    kept through a second name (a hard link), so ``path`` exists at every moment, also when
+    SIGTERM or Ctrl-C stops the process in the middle.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -45,12 +48,24 @@ def save_checkpoint(state: Mapping[str, Any], path: str, keep_previous: bool = F
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
         if keep_previous and os.path.exists(path):
-            os.replace(path, previous_path(path))
+            _keep_as_previous(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _keep_as_previous(path: str) -> None:
+    prev = previous_path(path)
+    second_name = prev + ".tmp"
+    if os.path.exists(second_name):
+        os.remove(second_name)
+    try:
+        os.link(path, second_name)
+    except OSError:  # a file system without hard links
+        shutil.copy2(path, second_name)
+    os.replace(second_name, prev)
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:

@@ -26,6 +26,7 @@ from ..utils.errors import ConfigError
 from ..utils.logger import setup_logger
 from .build import ENGINE_REGISTRY
 from .checkpoint import load_model_weights
+from .run_dir import check_run_paths, shared_output_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hhcl_engine import HHCLEngine
@@ -55,13 +56,22 @@ def check_registered_parts(cfg: CfgNode) -> None:
 
 
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> torch.device:
-    """Checks, process group, output folder, logger, config dump and seeds; returns the training device."""
+    """Checks, process group, output folder, logger, config dump and seeds; returns the training device.
+
+    For ``--eval-only`` it points ``cfg.OUTPUT_DIR`` at the evaluation's own folder.
+    """
     check_registered_parts(cfg)
+    check_run_paths(cfg)
     device = resolve_device(cfg)
     if comm.init_distributed(device.type) and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    # The run folder's checks (a non-empty OUTPUT_DIR without --resume, another run's lock) belong
-    # here: after the config checks, before anything is written into OUTPUT_DIR.
+    # --eval-only writes into a folder of its own; a training run holds OUTPUT_DIR's lock until release_lock
+    args.output_dir = shared_output_dir(cfg.OUTPUT_DIR, getattr(args, "resume", False),
+                                        getattr(args, "eval_only", False), getattr(args, "move_aside", False))
+    if args.output_dir != cfg.OUTPUT_DIR:
+        cfg.defrost()
+        cfg.OUTPUT_DIR = args.output_dir
+        cfg.freeze()
     if comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         setup_logger(cfg.OUTPUT_DIR)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from typing import Callable, List, Optional
+import threading
+from typing import Callable, Iterator, List, Optional
 
 from ..utils import comm
 from ..utils.errors import UserError
@@ -15,16 +18,47 @@ def one_line(error: Exception) -> str:
     return lines[-1].split(f"{type(error).__name__}: ", 1)[-1]
 
 
-def run_cli(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
-            on_interrupt: str = "interrupted") -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A scheduler's or ``kill``'s SIGTERM ends the run as Ctrl-C does, instead of killing it unseen.
+
+    Checkpoints are written to a temporary file and renamed, so stopping at any point
+    leaves the last finished epoch's ``last.pth`` whole.
+    """
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return run(args)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_cli(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+            on_interrupt: Callable[[argparse.Namespace], str] = lambda args: "") -> int:
+    """``run(args)``; a user error is one line and exit code 2; SIGTERM and Ctrl-C one line and 128 + signal."""
+    try:
+        with sigterm_as_interrupt():
+            return run(args)
     except UserError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: {on_interrupt}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        if comm.is_main_process():
+            advice = on_interrupt(args)
+            print(f"{prog}: stopped by {signal.Signals(signum).name}" + (f"; {advice}" if advice else ""),
+                  file=sys.stderr)
+        return 128 + signum
     finally:
         comm.shutdown()
 

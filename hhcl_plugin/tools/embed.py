@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import List, Optional
 
@@ -12,6 +11,7 @@ import numpy as np
 from ..config import setup_cfg
 from ..deploy import Embedder, list_images
 from ..utils.logger import setup_logger
+from ..utils.paths import check_weights, check_writable_file, make_parent
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
@@ -30,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     setup_logger()
     cfg = setup_cfg(args.config_file, args.opts)
+    check_writable_file(args.output, "--output")
+    check_weights(cfg.MODEL.WEIGHTS)
     paths = list_images(args.input)
     features = Embedder(cfg).embed(paths, batch_size=args.batch_size)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    make_parent(args.output)
     np.savez(args.output, features=features, paths=np.asarray(paths))
     logger.info("%d features of dimension %d written to %s", *features.shape, args.output)
     return 0

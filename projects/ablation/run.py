@@ -37,7 +37,9 @@ def run_one(mode: str, seed: int, out_root: str, table_only: bool = False) -> Op
     if not finished:
         start = time.perf_counter()
         cmd = [sys.executable, "-m", "hhcl_plugin.tools.train", "--config-file", os.path.join(HERE, "ablation.yml"),
-               "MEMORY.MODE", mode, "SEED", str(seed), "OUTPUT_DIR", out]
+               "MEMORY.MODE", mode, "SEED", str(seed), "OUTPUT_DIR", out,
+               # an unfinished run continues; one stopped before its first epoch ended is kept aside
+               "--resume" if os.path.isfile(os.path.join(out, "last.pth")) else "--move-aside"]
         subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         logger.info("%s seed %d done in %.1f min", mode, seed, (time.perf_counter() - start) / 60)
     metrics = json.load(open(metrics_path))
