@@ -12,8 +12,11 @@ import logging
 import os
 from typing import TYPE_CHECKING, Dict, List
 
+import numpy as np
+
 from ..utils import comm
 from ..utils import torchreid_compat as tr
+from .evaluation import protocol_cameras
 from .hooks import HookBase
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,8 +97,11 @@ class ReportHook(HookBase):
         written = plot_training_curves(eng.metrics, folder)
         if eng.last_distmat is not None:
             n = min(NUM_RANKED_QUERIES, len(eng.data.query))
-            query = [(p, pid, cam, 0) for p, pid, cam in eng.data.query[:n]]
-            gallery = [(p, pid, cam, 0) for p, pid, cam in eng.data.gallery]
+            # the evaluation's cameras, so that with one camera the true matches are shown, not dropped
+            q_cams, g_cams, _ = protocol_cameras(np.asarray([c for *_, c in eng.data.query]),
+                                                 np.asarray([c for *_, c in eng.data.gallery]))
+            query = [(p, pid, cam, 0) for (p, pid, _), cam in zip(eng.data.query[:n], q_cams)]
+            gallery = [(p, pid, cam, 0) for (p, pid, _), cam in zip(eng.data.gallery, g_cams)]
             ranked = os.path.join(eng.cfg.OUTPUT_DIR, "ranked")
             with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints its progress
                 tr.visualize_ranked_results(eng.last_distmat[:n], (query, gallery), "image", save_dir=ranked)
