@@ -72,6 +72,11 @@ class UnlabeledData:
         return np.asarray([pid for _, pid, _ in self.train])
 
     @property
+    def has_evaluation(self) -> bool:
+        """False for a ``folder`` dataset without query/gallery: training runs without evaluation."""
+        return bool(self.query)
+
+    @property
     def sources(self) -> List[str]:  # torchreid's Engine reads these
         return [self.name]
 
@@ -117,7 +122,8 @@ def build_data(cfg: CfgNode) -> UnlabeledData:
     strip = lambda split: sorted((p, pid, cam) for p, pid, cam, *_ in split)  # noqa: E731
     splits = [strip(dataset.train), strip(dataset.query), strip(dataset.gallery)]
     if cfg.DATALOADER.ON_BAD_IMAGE == "skip":
-        splits = [drop_unreadable(items, split) for items, split in zip(splits, ("train", "query", "gallery"))]
+        splits = [drop_unreadable(items, split) if items else items
+                  for items, split in zip(splits, ("train", "query", "gallery"))]
     data = UnlabeledData(name, *splits, transform_train, transform_test)
     logger.info("dataset %s: %d train images (labels unused), %d query, %d gallery",
                 name, len(data.train), len(data.query), len(data.gallery))

@@ -137,6 +137,10 @@ class EvalHook(HookBase):
 
     def before_train(self) -> None:
         eng = self.engine
+        if not eng.data.has_evaluation:
+            logger.info("no query/gallery: training without evaluation; metrics.json holds every epoch's "
+                        "cluster statistics, last.pth is written every epoch")
+            return
         if "initial" not in eng.metrics and comm.is_main_process():
             eng.metrics["initial"] = eng.evaluate("before training")
             self._write()
@@ -145,6 +149,10 @@ class EvalHook(HookBase):
     def after_epoch(self) -> None:
         eng, period = self.engine, self.engine.cfg.TEST.EVAL_PERIOD
         last = eng.epoch + 1 == eng.max_epoch
+        if not eng.data.has_evaluation:
+            if comm.is_main_process():
+                self._write()  # the epoch's cluster statistics, appended by the engine
+            return
         if (last or (period > 0 and (eng.epoch + 1) % period == 0)) and comm.is_main_process():
             result = eng.evaluate(f"epoch {eng.epoch + 1}")
             eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **result, **eng.epoch_stats})

@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     engine = build_engine(args)
     cfg = engine.cfg
     if args.eval_only:
+        if not engine.data.has_evaluation:
+            raise UserError(f"--eval-only needs query/ and gallery/ under DATASETS.ROOT={cfg.DATASETS.ROOT}")
         engine.evaluate("evaluation")
         return 0
     last = os.path.join(cfg.OUTPUT_DIR, "last.pth")

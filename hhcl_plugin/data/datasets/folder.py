@@ -56,14 +56,9 @@ def camera_rule(value: str) -> CameraRule:
 
 def list_images(folder: str) -> List[str]:
     """Image paths under ``folder`` at any depth, relative to it, ``/`` separated, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, folder)
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                found.append(name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/"))
-    return found
+    return sorted(os.path.relpath(os.path.join(d, f), folder).replace(os.sep, "/")
+                  for d, _, files in os.walk(folder, followlinks=True) for f in files
+                  if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def _natural_key(name: str) -> Tuple:
