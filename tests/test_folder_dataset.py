@@ -112,7 +112,8 @@ def test_camera_expression_errors(folder_root):
     for bad in ("c(\\d+)_(x)", "c\\d+", "c(\\d+"):
         with pytest.raises(ConfigError, match="DATASETS.FOLDER.CAMERA"):
             _data(root, bad)
-    with pytest.raises(DatasetError, match=r"day0/cam\d/img\d+_c\d.jpg does not match DATASETS.FOLDER.CAMERA"):
+    expected = r"train/day0/cam\d/img\d+_c\d.jpg does not match DATASETS.FOLDER.CAMERA '_x\(\\d\+\)'"
+    with pytest.raises(DatasetError, match=expected):
         _data(root, "_x(\\d+)")
 
 

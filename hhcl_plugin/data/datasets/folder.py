@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ...utils import torchreid_compat as tr
 from ...utils.errors import ConfigError, DatasetError
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 EVAL_SPLITS = ("query", "gallery")
 
-CameraRule = Callable[[str], str]  # path relative to its split -> camera name
+CameraRule = Callable[[str], Optional[str]]  # path relative to its split -> camera name, None: no match
 
 
 def camera_rule(value: str) -> CameraRule:
@@ -44,12 +44,9 @@ def camera_rule(value: str) -> CameraRule:
         raise ConfigError(f"DATASETS.FOLDER.CAMERA '{value}' has {pattern.groups} groups; it needs exactly one, "
                           r"the camera, e.g. 'c(\d+)' (or use none or dir)")
 
-    def from_path(rel: str) -> str:
+    def from_path(rel: str) -> Optional[str]:
         match = pattern.search(rel)
-        if match is None:
-            raise DatasetError(f"image {rel} does not match DATASETS.FOLDER.CAMERA '{value}'; rename it, "
-                               "or set DATASETS.FOLDER.CAMERA none (one camera for all) or dir (its folder)")
-        return match.group(1)
+        return None if match is None else match.group(1)
 
     return from_path
 
@@ -98,6 +95,12 @@ def read_folder(root: str, camera: str) -> Tuple[List[Tuple[str, int, int]], ...
             raise DatasetError(f"folder dataset: {os.path.join(root, split, loose)} is not in an identity folder; "
                                f"put each identity's images into {split}/<identity>/")
     cams = {split: [rule(rel) for rel in rels] for split, rels in splits.items()}
+    for split, names in cams.items():
+        if None in names:
+            rel = splits[split][names.index(None)]
+            raise DatasetError(f"image {os.path.join(root, split, rel)} does not match DATASETS.FOLDER.CAMERA "
+                               f"'{camera}' (searched in '{rel}'); rename it, or set DATASETS.FOLDER.CAMERA none "
+                               "(one camera for all) or dir (its folder)")
     cam_ids = _ids([c for names in cams.values() for c in names])
     pid_ids = _ids([rel.split("/", 1)[0] for split in present for rel in splits[split]])
 
