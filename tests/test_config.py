@@ -50,7 +50,15 @@ def test_unknown_key_is_named(tmp_path):
     (["CLUSTER.EPS", "1.5"], "CLUSTER.EPS"),
     (["SOLVER.IMS_PER_BATCH", "100"], "multiple of"),
     (["SOLVER.BASE_LR"], "KEY VALUE"),
-    # registered parts and memory settings fail here, not after the first feature extraction
+    (["TEST.RERANK_LAMBDA", "1.5"], r"TEST.RERANK_LAMBDA must be in \[0, 1\]"),
+])
+def test_bad_values_are_rejected(opts, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        setup_cfg("", opts)
+
+
+@pytest.mark.parametrize("opts, pattern", [
+    # registered parts and memory settings fail before any work, not after the first feature extraction
     (["MEMORY.MODE", "CMhybird"], "MEMORY.MODE: No object named 'CMhybird' in the MEMORY registry. "
                                   "Registered names: CM, CMhard, CMhybrid"),
     (["DATALOADER.SAMPLER", "PK"], "DATALOADER.SAMPLER: No object named 'PK' in the SAMPLER registry"),
@@ -58,11 +66,13 @@ def test_unknown_key_is_named(tmp_path):
     (["CLUSTER.NAME", "kmeans"], "CLUSTER.NAME: No object named 'kmeans' in the CLUSTERER registry"),
     (["MEMORY.MOMENTUM", "1.5"], r"MEMORY.MOMENTUM must be in \[0, 1\]"),
     (["MEMORY.TEMP", "0.0"], "MEMORY.TEMP must be > 0"),
-    (["TEST.RERANK_LAMBDA", "1.5"], r"TEST.RERANK_LAMBDA must be in \[0, 1\]"),
 ])
-def test_bad_values_are_rejected(opts, pattern):
+def test_bad_registered_parts_are_rejected(opts, pattern):
+    from hhcl_plugin.engine.defaults import check_registered_parts
+
+    cfg = setup_cfg("", opts)  # the config layer knows no registry
     with pytest.raises(ConfigError, match=pattern):
-        setup_cfg("", opts)
+        check_registered_parts(cfg)
 
 
 def test_base_cycle_and_missing_file(tmp_path):

@@ -66,7 +66,7 @@ def memory_worker(rank, world, port, out):
 def train_worker(rank, world, port, root, out):
     join_group(rank, world, port)
     from hhcl_plugin.engine import hooks
-    from hhcl_plugin.tools.train import build_engine, build_parser
+    from hhcl_plugin.tools.train import build_parser, setup
 
     if rank == 1:  # banks built from features rounded otherwise, as a GPU's unordered sums may give
         build = hooks.build_memory
@@ -74,11 +74,11 @@ def train_worker(rank, world, port, root, out):
 
     opts = tiny_opts(root, os.path.join(out, "run")) + ["SOLVER.MAX_EPOCH", "1", "SOLVER.ITERS", "3",
                                                       "SOLVER.IMS_PER_BATCH", "8", "INPUT.TRANSFORMS", "[]"]
-    engine = build_engine(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts]))
+    engine = setup(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts]))
     engine.run()
     try:  # SyncBatchNorm has no CPU kernels: the engine must refuse at setup, not at the first step
-        build_engine(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts,
-                                                "OUTPUT_DIR", os.path.join(out, "sync_bn"), "MODEL.SYNC_BN", "True"]))
+        setup(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts,
+                                         "OUTPUT_DIR", os.path.join(out, "sync_bn"), "MODEL.SYNC_BN", "True"]))
         sync_bn_error = ""
     except ConfigError as e:
         sync_bn_error = str(e)

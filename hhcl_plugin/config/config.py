@@ -82,9 +82,16 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> CfgNode:
     return cfg
 
 
-def setup_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
-    """Defaults, then the config file, then the overrides; frozen and checked."""
-    cfg = get_cfg()
+def setup_cfg(config_file: str = "", opts: Sequence[str] = (), cfg: Optional[CfgNode] = None) -> CfgNode:
+    """Defaults, then the config file, then the overrides; frozen and checked.
+
+    A project with its own keys passes its extended defaults as ``cfg``, the way detectron2's
+    projects do: ``cfg = get_cfg(); add_myproject_config(cfg); setup_cfg(file, opts, cfg)``,
+    where ``add_myproject_config`` adds a ``CfgNode`` of the project's keys with their defaults.
+    The names of registered parts (``ENGINE``, ``MEMORY.MODE``, ...) are checked by
+    ``hhcl_plugin.engine.defaults.default_setup``, which knows the registries.
+    """
+    cfg = get_cfg() if cfg is None else cfg
     if config_file:
         merge_from_file(cfg, config_file)
     merge_from_list(cfg, opts)
@@ -119,30 +126,6 @@ def check_cfg(cfg: CfgNode) -> None:
                           f"{cfg.TEST.RERANK_LAMBDA}, {cfg.TEST.RERANK_K1}, {cfg.TEST.RERANK_K2}")
     if not cfg.DATASETS.NAMES:
         raise ConfigError("DATASETS.NAMES is empty; name at least one dataset, e.g. market1501 or synthreid")
-    _check_registered_parts(cfg)
-
-
-def _check_registered_parts(cfg: CfgNode) -> None:
-    """Names and settings of the registered parts, checked before any work instead of at the first clustering.
-
-    The memory's own constructor checks its settings, so a throw-away 1 x 1 memory checks them here.
-    """
-    from ..clustering import CLUSTERER_REGISTRY
-    from ..data import SAMPLER_REGISTRY
-    from ..engine import ENGINE_REGISTRY
-    from ..memory import MEMORY_REGISTRY
-
-    for key, registry in (("ENGINE", ENGINE_REGISTRY), ("CLUSTER.NAME", CLUSTERER_REGISTRY),
-                          ("DATALOADER.SAMPLER", SAMPLER_REGISTRY), ("MEMORY.MODE", MEMORY_REGISTRY)):
-        try:
-            registry.get(_value(cfg, key))
-        except KeyError as e:
-            raise ConfigError(f"{key}: {e.args[0]}") from None
-    memory = MEMORY_REGISTRY.get(cfg.MEMORY.MODE)
-    try:
-        memory(1, 1, **memory.kwargs_from_cfg(cfg))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 def _value(cfg: CfgNode, key: str) -> Any:

@@ -1,4 +1,4 @@
 from ..utils.registry import Registry
 
 ENGINE_REGISTRY = Registry("ENGINE")
-ENGINE_REGISTRY.__doc__ = "Training engines, built as ``ENGINE_REGISTRY.get(cfg.ENGINE)(cfg, data, model, device)``."
+ENGINE_REGISTRY.__doc__ = "Training engines, built by ``build_engine`` as ``cls(cfg, data, model, device)``."

@@ -22,7 +22,7 @@ from ..utils.errors import ConfigError, TrainingError
 from .build import ENGINE_REGISTRY
 from .checkpoint import load_checkpoint_or_previous, rng_state, save_checkpoint, set_rng_state
 from .evaluation import evaluate_retrieval, extract_features, progress
-from .hooks import CheckpointHook, ClusteringHook, EvalHook, HookBase
+from .hooks import CheckpointHook, ClusteringHook, EvalHook, HookBase, check_hook_order
 from .report import ReportHook
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,11 @@ class HHCLEngine(tr.Engine):
 
     Reuses torchreid's engine plumbing (model registry, LR stepping, batch parsing),
     optimiser and scheduler builders, CMC/mAP evaluation and TensorBoard writer.
+    The steps around each epoch are the hooks of :meth:`build_hooks`.
     """
+
+    # what the training step takes from the hooks (see HookBase)
+    reads = ("memory", "train_loader")
 
     def __init__(self, cfg: CfgNode, data: UnlabeledData, model: ReIDModel, device: torch.device) -> None:
         self.cfg = cfg
@@ -62,15 +66,17 @@ class HHCLEngine(tr.Engine):
         self.writer = (SummaryWriter(log_dir=os.path.join(cfg.OUTPUT_DIR, "tensorboard")) if comm.is_main_process()
                        else _NoWriter())
         self.start_epoch, self.max_epoch = 0, cfg.SOLVER.MAX_EPOCH
-        self.best_mAP, self.is_best = -1.0, False
+        self.best_mAP = -1.0
         self.metrics: Dict = {"evaluations": []}
-        self.epoch_stats: Dict = {}
         self.warned_input_bound = False
+        self.last_distmat: Optional[np.ndarray] = None
+        # written by the hooks (see HookBase)
         self.memory = None
         self.pseudo_labels: Optional[np.ndarray] = None
+        self.epoch_stats: Dict = {}
+        self.evaluation: Optional[Dict[str, float]] = None
         self.hooks: List[HookBase] = []
-        self.last_distmat: Optional[np.ndarray] = None
-        self.register_hooks([ClusteringHook(), EvalHook(), CheckpointHook(), ReportHook()])
+        self.register_hooks(self.build_hooks())
 
     def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
         if comm.get_world_size() == 1:
@@ -83,7 +89,13 @@ class HHCLEngine(tr.Engine):
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    def build_hooks(self) -> List[HookBase]:
+        """The hooks, in call order; a project overrides this, e.g. ``return super().build_hooks() + [MyHook()]``."""
+        return [ClusteringHook(), EvalHook(), CheckpointHook(), ReportHook()]
+
     def register_hooks(self, hooks: List[HookBase]) -> None:
+        """Append ``hooks``; refused when a hook would read a value before the hook that writes it."""
+        check_hook_order(self.hooks + list(hooks), self.reads)
         for hook in hooks:
             hook.engine = self
         self.hooks.extend(hooks)
@@ -96,15 +108,17 @@ class HHCLEngine(tr.Engine):
     def run(self) -> Dict:
         logger.info("training %d epochs x %d iterations on %s", self.max_epoch, self.cfg.SOLVER.ITERS, self.device)
         start = time.perf_counter()
-        self._call("before_train")
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            self._call("before_epoch")
-            self.train_one_epoch()
-            comm.broadcast_buffers(self.model)
-            self.update_lr()
-            self._call("after_epoch")
-        self._call("after_train")
-        self.writer.close()
+        try:
+            self._call("before_train")
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                self._call("before_epoch")
+                self.train_one_epoch()
+                comm.broadcast_buffers(self.model)
+                self.update_lr()
+                self._call("after_epoch")
+        finally:  # figures of a stopped run too
+            self._call("after_train")
+            self.writer.close()
         logger.info("training done in %.1f min", (time.perf_counter() - start) / 60)
         self.log_summary()
         return self.metrics

@@ -2,8 +2,9 @@
 
 The clustering hook is the heart of unsupervised training: before every epoch it
 turns the current model's features into pseudo labels, a fresh memory and a fresh
-P x K loader.  Evaluation and checkpointing are hooks too, so a project can add its
-own steps without editing the engine.
+P x K loader.  Evaluation and checkpointing are hooks too.  The engine builds its
+hooks in :meth:`HHCLEngine.build_hooks`, so a project adds, removes or replaces
+steps by overriding that method, without editing the engine.
 """
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Dict, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from torch.utils.data import DataLoader
 
 from ..clustering import build_clusterer
 from ..data import build_test_loader, build_train_loader, build_train_sampler
@@ -25,18 +28,67 @@ from ..utils.errors import ClusteringError
 from .evaluation import extract_features
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..memory.cluster_memory import ClusterMemory
     from .hhcl_engine import HHCLEngine
 
 logger = logging.getLogger(__name__)
 
 
 class HookBase:
+    """One step of training, called by the engine at four points of the run.
+
+    Call order, for the hooks in the order :meth:`HHCLEngine.build_hooks` lists them::
+
+        before_train                       every hook, once (after a resume too)
+        for each epoch:
+            before_epoch                   every hook
+            (the engine trains one epoch: reads ``memory`` and ``train_loader``)
+            after_epoch                    every hook
+        after_train                        every hook, once, also when training raised
+
+    Every hook may read the engine's own state: ``cfg``, ``data`` (train, query and gallery
+    items, transforms), ``model``, ``device``, ``epoch`` (0-based), ``max_epoch``,
+    ``metrics`` (what ``metrics.json`` holds), ``best_mAP``, ``writer`` (TensorBoard), and
+    call ``evaluate()`` and ``save()``.  What one hook hands to another goes through the
+    engine attributes named in ``writes`` (by the producer) and ``reads`` (by the consumer);
+    the engine refuses a hook list in which a hook reads what no earlier hook writes, so a
+    hand-off never depends on an order nobody checks.  The defaults:
+
+    ==================  =======================================  ==============================
+    hook                writes                                   reads
+    ==================  =======================================  ==============================
+    ClusteringHook      memory, train_loader, pseudo_labels,     (engine state only)
+                        epoch_stats (before_epoch)
+    EvalHook            evaluation (after_epoch; None when the   epoch_stats
+                        epoch is not evaluated)
+    CheckpointHook      best_mAP, ``last.pth``, ``best.pth``     evaluation
+    ReportHook          ``plots/``, ``ranked/`` (after_train)    (engine state only)
+    ==================  =======================================  ==============================
+    """
+
     engine: "HHCLEngine"
+    reads: Tuple[str, ...] = ()
+    writes: Tuple[str, ...] = ()
 
     def before_train(self) -> None: ...
     def before_epoch(self) -> None: ...
     def after_epoch(self) -> None: ...
     def after_train(self) -> None: ...
+
+
+def check_hook_order(hooks: Sequence[HookBase], engine_reads: Sequence[str]) -> None:
+    """Every value a hook (or the engine's training step) reads is written by an earlier hook."""
+    written: List[str] = []
+    for hook in hooks:
+        for name in hook.reads:
+            if name not in written:
+                raise ValueError(f"{type(hook).__name__} reads engine.{name}, which no hook before it writes; "
+                                 f"put the hook that writes it earlier in build_hooks()")
+        written.extend(hook.writes)
+    missing = [name for name in engine_reads if name not in written]
+    if missing:
+        raise ValueError(f"the training step reads engine.{', engine.'.join(missing)}, which no hook writes; "
+                         f"keep ClusteringHook (or a hook that writes them) in build_hooks()")
 
 
 def singletons_for_outliers(labels: np.ndarray) -> np.ndarray:
@@ -47,8 +99,24 @@ def singletons_for_outliers(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class PseudoLabels:
+    """One clustering of the training set, the same on every rank."""
+
+    labels: np.ndarray  # per training image, -1 for outliers
+    stats: Dict[str, float]  # clusters, outliers, outlier_ratio (and nmi, ari when identities are known)
+    distances: Dict[str, float]  # nearest-neighbour Jaccard distance statistics, for error messages
+
+
 class ClusteringHook(HookBase):
-    """Pseudo labels, memory and train loader for the coming epoch."""
+    """Pseudo labels, memory and train loader for the coming epoch.
+
+    ``before_epoch`` runs five steps, each passing its result to the next:
+    :meth:`extract_features` -> :meth:`cluster` -> :meth:`build_memory` and
+    :meth:`build_loader` -> :meth:`log`.
+    """
+
+    writes = ("memory", "train_loader", "pseudo_labels", "epoch_stats")
 
     def __init__(self) -> None:
         self.clusterer = None
@@ -57,52 +125,30 @@ class ClusteringHook(HookBase):
         self.clusterer = build_clusterer(self.engine.cfg)
 
     def before_epoch(self) -> None:
-        eng, cfg = self.engine, self.engine.cfg
-        data = eng.data
+        eng = self.engine
         start = time.perf_counter()
-        features = self._extract_all(eng)
-        labels, stats, distances = self._cluster_on_main(features)
-        eng.epoch_stats = stats
-        eng.pseudo_labels = labels
-        if stats["clusters"] == 1:  # reachable with P = 1 identity per batch; a softmax over one class is constant
-            logger.warning("epoch %d: one cluster only, so every memory loss is 0 and the model will not change; "
-                           "lower CLUSTER.EPS (now %s) or CLUSTER.MIN_SAMPLES", eng.epoch + 1, cfg.CLUSTER.EPS)
-        eng.memory = build_memory(cfg, features, labels,
-                                  generator=torch.Generator().manual_seed(cfg.SEED + eng.epoch))
-        # every rank builds the banks from the same gathered features, but a GPU's index_add_
-        # sums them in a varying order: all ranks start the epoch from rank 0's bits
-        comm.broadcast_buffers(eng.memory)
-        # under DDP the memory is updated with the batches of all ranks, after backward
-        eng.memory.update_in_backward = comm.get_world_size() == 1
-        items = [(path, int(label), cam) for (path, _, cam), label in zip(data.train, labels) if label >= 0]
-        try:
-            sampler = build_train_sampler(cfg, items, seed=cfg.SEED + eng.epoch)
-        except ValueError as e:  # e.g. fewer clusters than identities per batch
-            raise ClusteringError(
-                f"epoch {eng.epoch + 1}: {e} (CLUSTER.EPS={cfg.CLUSTER.EPS}, {stats['clusters']} clusters; "
-                f"nearest-neighbour Jaccard distances: {_format_stats(distances)})") from None
-        eng.train_loader = build_train_loader(cfg, items, data.transform_train, sampler)
-        diag = f", pseudo-label NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f} (diagnostic)" if "nmi" in stats else ""
-        logger.info("epoch %d: %d clusters, %d outliers (%.1f%%) in %.1fs%s", eng.epoch + 1, stats["clusters"],
-                    stats["outliers"], 100 * stats["outlier_ratio"], time.perf_counter() - start, diag)
-        for key, value in stats.items():
-            eng.writer.add_scalar(f"cluster/{key}", value, eng.epoch)
+        features = self.extract_features()
+        clusters = self.cluster(features)
+        eng.memory = self.build_memory(features, clusters.labels)
+        eng.train_loader = self.build_loader(clusters)
+        eng.pseudo_labels, eng.epoch_stats = clusters.labels, clusters.stats
+        self.log(clusters, time.perf_counter() - start)
 
-    @staticmethod
-    def _extract_all(eng: "HHCLEngine") -> torch.Tensor:
+    def extract_features(self) -> torch.Tensor:
         """Features of every training image, in dataset order, on every rank (each rank extracts a slice).
 
         They stay on the training device: on a GPU the clustering's k-NN then runs there
         (faiss ``GpuIndexFlatIP``, or blocked torch matmuls), the one stage that grows as N^2.
         """
-        cfg, train = eng.cfg, eng.data.train
+        eng = self.engine
+        train = eng.data.train
         bounds = np.linspace(0, len(train), comm.get_world_size() + 1).astype(int)
         mine = train[bounds[comm.get_rank()]:bounds[comm.get_rank() + 1]]
-        loader = build_test_loader(cfg, mine, eng.data.transform_test)
+        loader = build_test_loader(eng.cfg, mine, eng.data.transform_test)
         features = extract_features(eng.model, loader, eng.device, desc=f"epoch {eng.epoch + 1}: train features")
         return comm.all_gather_tensor(features.to(eng.device))
 
-    def _cluster_on_main(self, features: torch.Tensor) -> Tuple[np.ndarray, Dict, Dict]:
+    def cluster(self, features: torch.Tensor) -> PseudoLabels:
         """Cluster once, on rank 0, and hand every rank the same labels, statistics (or error)."""
         eng, cfg = self.engine, self.engine.cfg
         outcome: Dict = {}
@@ -125,7 +171,43 @@ class ClusteringHook(HookBase):
         outcome = comm.broadcast_object(outcome)
         if outcome["error"]:
             raise ClusteringError(outcome["error"])
-        return outcome["labels"], outcome["stats"], outcome["distances"]
+        clusters = PseudoLabels(outcome["labels"], outcome["stats"], outcome["distances"])
+        if clusters.stats["clusters"] == 1:  # reachable with P = 1 identity per batch; a softmax over one class is constant
+            logger.warning("epoch %d: one cluster only, so every memory loss is 0 and the model will not change; "
+                           "lower CLUSTER.EPS (now %s) or CLUSTER.MIN_SAMPLES", eng.epoch + 1, cfg.CLUSTER.EPS)
+        return clusters
+
+    def build_memory(self, features: torch.Tensor, labels: np.ndarray) -> "ClusterMemory":
+        """The cluster memory, initialised from the features that were clustered, identical on every rank."""
+        eng, cfg = self.engine, self.engine.cfg
+        memory = build_memory(cfg, features, labels, generator=torch.Generator().manual_seed(cfg.SEED + eng.epoch))
+        # every rank builds the banks from the same gathered features, but a GPU's index_add_
+        # sums them in a varying order: all ranks start the epoch from rank 0's bits
+        comm.broadcast_buffers(memory)
+        # under DDP the memory is updated with the batches of all ranks, after backward
+        memory.update_in_backward = comm.get_world_size() == 1
+        return memory
+
+    def build_loader(self, clusters: PseudoLabels) -> DataLoader:
+        """P x K batches over the clustered images (outliers left out)."""
+        eng, cfg = self.engine, self.engine.cfg
+        items = [(path, int(label), cam) for (path, _, cam), label in zip(eng.data.train, clusters.labels)
+                 if label >= 0]
+        try:
+            sampler = build_train_sampler(cfg, items, seed=cfg.SEED + eng.epoch)
+        except ValueError as e:  # e.g. fewer clusters than identities per batch
+            raise ClusteringError(
+                f"epoch {eng.epoch + 1}: {e} (CLUSTER.EPS={cfg.CLUSTER.EPS}, {clusters.stats['clusters']} clusters; "
+                f"nearest-neighbour Jaccard distances: {_format_stats(clusters.distances)})") from None
+        return build_train_loader(cfg, items, eng.data.transform_train, sampler)
+
+    def log(self, clusters: PseudoLabels, seconds: float) -> None:
+        eng, stats = self.engine, clusters.stats
+        diag = f", pseudo-label NMI {stats['nmi']:.3f} ARI {stats['ari']:.3f} (diagnostic)" if "nmi" in stats else ""
+        logger.info("epoch %d: %d clusters, %d outliers (%.1f%%) in %.1fs%s", eng.epoch + 1, stats["clusters"],
+                    stats["outliers"], 100 * stats["outlier_ratio"], seconds, diag)
+        for key, value in stats.items():
+            eng.writer.add_scalar(f"cluster/{key}", value, eng.epoch)
 
 
 def _format_stats(stats: Dict[str, float]) -> str:
@@ -133,7 +215,14 @@ def _format_stats(stats: Dict[str, float]) -> str:
 
 
 class EvalHook(HookBase):
-    """Evaluate every ``TEST.EVAL_PERIOD`` epochs and after the last one; keep ``metrics.json`` (rank 0)."""
+    """Evaluate every ``TEST.EVAL_PERIOD`` epochs and after the last one; keep ``metrics.json`` (rank 0).
+
+    ``engine.evaluation`` is the epoch's result on rank 0, ``None`` on epochs without
+    evaluation and on the other ranks.
+    """
+
+    reads = ("epoch_stats",)
+    writes = ("evaluation",)
 
     def before_train(self) -> None:
         eng = self.engine
@@ -149,17 +238,16 @@ class EvalHook(HookBase):
     def after_epoch(self) -> None:
         eng, period = self.engine, self.engine.cfg.TEST.EVAL_PERIOD
         last = eng.epoch + 1 == eng.max_epoch
+        eng.evaluation = None
         if not eng.data.has_evaluation:
             if comm.is_main_process():
                 self._write()  # the epoch's cluster statistics, appended by the engine
             return
         if (last or (period > 0 and (eng.epoch + 1) % period == 0)) and comm.is_main_process():
-            result = eng.evaluate(f"epoch {eng.epoch + 1}")
-            eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **result, **eng.epoch_stats})
-            eng.is_best = result["mAP"] > eng.best_mAP
-            eng.best_mAP = max(eng.best_mAP, result["mAP"])
+            eng.evaluation = eng.evaluate(f"epoch {eng.epoch + 1}")
+            eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **eng.evaluation, **eng.epoch_stats})
             if last:
-                eng.metrics["final"] = result
+                eng.metrics["final"] = eng.evaluation
             self._write()
 
     def _write(self) -> None:
@@ -171,13 +259,18 @@ class EvalHook(HookBase):
 
 
 class CheckpointHook(HookBase):
-    """``last.pth`` after every epoch, ``best.pth`` when the evaluated mAP improves (rank 0)."""
+    """``last.pth`` after every epoch, ``best.pth`` when the epoch's evaluated mAP is the best so far (rank 0)."""
+
+    reads = ("evaluation",)
 
     def after_epoch(self) -> None:
         eng = self.engine
         if comm.is_main_process():
+            evaluation: Optional[Dict[str, float]] = eng.evaluation
+            is_best = evaluation is not None and evaluation["mAP"] > eng.best_mAP
+            if is_best:
+                eng.best_mAP = evaluation["mAP"]
             eng.save("last.pth")
-            if eng.is_best:
+            if is_best:
                 eng.save("best.pth")
-                eng.is_best = False
         comm.synchronize()

@@ -2,30 +2,23 @@
 
 Multi-process: ``torchrun --nproc_per_node=N -m hhcl_plugin.tools.train --config-file F ...``
 (or ``torchrun --nproc_per_node=N $(which hhcl-train) ...``) runs DistributedDataParallel.
+
+A project with its own config keys calls ``main(argv, cfg=base)`` with its extended defaults.
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import List, Optional
 
-import torch
+from yacs.config import CfgNode
 
-from .. import engine as _engine  # noqa: F401  (registers the engines)
 from ..config import setup_cfg
-from ..data import build_data
-from ..engine import ENGINE_REGISTRY, load_model_weights
+from ..engine import HHCLEngine, build_engine, default_setup
 from ..engine.checkpoint import previous_path
-from ..modeling import build_model, resolve_device
-from ..utils import comm
-from ..utils.env import seed_all
 from ..utils.errors import UserError
-from ..utils.logger import setup_logger
 from .cli import add_config_arguments, parse_command_line, run_cli
-
-logger = logging.getLogger("hhcl_plugin")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,39 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_engine(args: argparse.Namespace) -> "_engine.HHCLEngine":
-    """Config, process group, logging, data, model and engine, ready to run."""
-    cfg = setup_cfg(args.config_file, args.opts)
-    device = resolve_device(cfg)
-    if comm.init_distributed(device.type) and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    if comm.is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        setup_logger(cfg.OUTPUT_DIR)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-    else:  # other ranks only report problems
-        setup_logger(level=logging.WARNING)
-    logger.info("config %s, output in %s, %d process(es)", args.config_file or "(defaults)", cfg.OUTPUT_DIR,
-                comm.get_world_size())
-    # the same model initialisation everywhere (DDP also broadcasts it); per-rank augmentation
-    seed_all(cfg.SEED + comm.get_rank(), cfg.DETERMINISTIC)
-    data = build_data(cfg)
-    model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        load_model_weights(model, cfg.MODEL.WEIGHTS)
-    return ENGINE_REGISTRY.get(cfg.ENGINE)(cfg, data, model, device)
+def setup(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> HHCLEngine:
+    """The config (``cfg``: the defaults, or a project's extended ones), the default setup and the engine."""
+    cfg = setup_cfg(args.config_file, args.opts, cfg)
+    return build_engine(cfg, default_setup(cfg, args))
 
 
-def run(args: argparse.Namespace) -> int:
-    engine = build_engine(args)
-    cfg = engine.cfg
+def run(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> int:
+    engine = setup(args, cfg)
     if args.eval_only:
         if not engine.data.has_evaluation:
-            raise UserError(f"--eval-only needs query/ and gallery/ under DATASETS.ROOT={cfg.DATASETS.ROOT}")
+            raise UserError(f"--eval-only needs query/ and gallery/ under DATASETS.ROOT={engine.cfg.DATASETS.ROOT}")
         engine.evaluate("evaluation")
         return 0
-    last = os.path.join(cfg.OUTPUT_DIR, "last.pth")
+    last = os.path.join(engine.cfg.OUTPUT_DIR, "last.pth")
     if args.resume:
         if not os.path.isfile(last) and not os.path.isfile(previous_path(last)):
             raise UserError(f"--resume given but {last} does not exist; drop --resume to start a new run")
@@ -79,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli("hhcl-train", run, parse_command_line(build_parser(), argv), "interrupted; resume with --resume")
+def main(argv: Optional[List[str]] = None, cfg: Optional[CfgNode] = None) -> int:
+    return run_cli("hhcl-train", lambda args: run(args, cfg), parse_command_line(build_parser(), argv),
+                   "interrupted; resume with --resume")
 
 
 if __name__ == "__main__":
