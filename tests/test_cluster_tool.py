@@ -182,13 +182,11 @@ def test_grid_hook_writes_each_epochs_clustering_under_plots(tiny, tmp_path):
 def test_grid_hook_is_registered_only_without_query_and_gallery(tiny):
     import dataclasses
 
-    import torch
-
     from hhcl_plugin.engine import HHCLEngine
     from hhcl_plugin.modeling import build_model
 
     _, cfg, data, _ = tiny
-    names = lambda d: [type(h).__name__ for h in HHCLEngine(cfg, d, build_model(cfg), torch.device("cpu")).hooks]  # noqa: E731
+    names = lambda d: [type(h).__name__ for h in HHCLEngine(d, build_model(cfg), use_gpu=False, cfg=cfg).hooks]  # noqa: E731
     assert "ClusterGridHook" not in names(data)
     assert names(dataclasses.replace(data, query=[], gallery=[]))[:2] == ["ClusteringHook", "ClusterGridHook"]
 

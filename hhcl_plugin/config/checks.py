@@ -117,6 +117,7 @@ RULES: Dict[str, Rule] = {
     "DATASETS.NAMES": ListOf(Text(), length=1, meaning="one dataset name, e.g. ('market1501',)"),
     "DATASETS.ROOT": Text(),
     "DATASETS.SYNTH_PRESET": OneOf("tiny", "default"),
+    "DATASETS.FOLDER.CAMERA": Text(),  # none | dir | a regex with one group: compiled by data.datasets.folder
     "DATASETS.SYNTH_SEED": Number(lo=0, integer=True),
     "INPUT.SIZE_TRAIN": IMAGE_SIZE,
     "INPUT.SIZE_TEST": IMAGE_SIZE,

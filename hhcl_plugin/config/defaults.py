@@ -13,12 +13,18 @@ _C.DETERMINISTIC = False
 
 # ---------------------------------------------------------------------------- data
 _C.DATASETS = CN()
-# torchreid dataset names (market1501, dukemtmcreid, msmt17, ...) or "synthreid".
+# torchreid dataset names (market1501, dukemtmcreid, msmt17, ...), "synthreid", "folder",
+# "personx" or "celebreid".
 _C.DATASETS.NAMES = ("market1501",)
 _C.DATASETS.ROOT = "datasets"
 # Built-in procedural dataset: preset ("tiny" | "default") and generation seed.
 _C.DATASETS.SYNTH_PRESET = "default"
 _C.DATASETS.SYNTH_SEED = 0
+# "folder" dataset (ROOT/train/**, optional ROOT/query/<identity>/**, ROOT/gallery/<identity>/**):
+# camera of each image: "none" (one camera for all) | "dir" (its parent folder) | a regular
+# expression with one group, searched in the image's path relative to its split, e.g. "c(\d+)"
+_C.DATASETS.FOLDER = CN()
+_C.DATASETS.FOLDER.CAMERA = "none"
 
 _C.INPUT = CN()
 _C.INPUT.SIZE_TRAIN = [256, 128]  # height, width

@@ -69,6 +69,11 @@ class UnlabeledData:
         return np.asarray([pid for _, pid, _ in self.train])
 
     @property
+    def has_evaluation(self) -> bool:
+        """False for a ``folder`` dataset without query/gallery: training runs without evaluation."""
+        return bool(self.query)
+
+    @property
     def sources(self) -> List[str]:  # torchreid's Engine reads these
         return [self.name]
 
@@ -128,7 +133,7 @@ def _unlabeled_data(cfg: CfgNode, name: str, splits: Sequence[Sequence[tuple]], 
     strip = lambda split: sorted((p, pid, cam) for p, pid, cam, *_ in split)  # noqa: E731
     items = [strip(split) for split in splits]
     if cfg.DATALOADER.ON_BAD_IMAGE == "skip":
-        items = [drop_unreadable(split, title) for split, title in zip(items, ("train", "query", "gallery"))]
+        items = [drop_unreadable(split, title) if split else split for split, title in zip(items, ("train", "query", "gallery"))]
     data = UnlabeledData(name, *items, transform_train, transform_test)
     logger.info("dataset %s: %d train images (labels unused), %d query, %d gallery",
                 name, len(data.train), len(data.query), len(data.gallery))

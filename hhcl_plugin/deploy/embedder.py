@@ -13,6 +13,7 @@ from yacs.config import CfgNode
 
 from ..config import setup_cfg
 from ..data.build import read_image
+from ..data.datasets.folder import IMAGE_EXTENSIONS, list_images as relative_image_paths
 from ..data.transforms import build_transforms
 from ..engine.checkpoint import load_model_weights
 from ..modeling import ReIDModel, build_model, resolve_device
@@ -21,7 +22,6 @@ from ..utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ImageLike = Union[str, Image.Image]
 
 
@@ -29,8 +29,7 @@ def list_images(folder: str) -> List[str]:
     """Image files under ``folder`` (recursively), sorted, so outputs are reproducible."""
     if not os.path.isdir(folder):
         raise DatasetError(f"input folder not found: {folder}")
-    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    paths = [os.path.join(folder, rel) for rel in relative_image_paths(folder)]
     if not paths:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
     return paths

@@ -275,6 +275,12 @@ class ImageHHCLEngine(tr.Engine):
         return result
 
     def log_summary(self) -> None:
+        if not self.data.has_evaluation:  # nothing to score against: what the clusterings did
+            rows = [[e["epoch"], e["clusters"], e["outliers"], 100 * e["outlier_ratio"]]
+                    for e in self.metrics.get("epochs", [])]
+            logger.info("clusters per epoch on %s (no query/gallery, no evaluation):\n%s", self.data.name,
+                        tabulate(rows, headers=["epoch", "clusters", "outliers", "outliers (%)"], floatfmt=".1f"))
+            return
         rows = []
         if "initial" in self.metrics:
             rows.append(["before training", *self.metrics["initial"].values()])

@@ -222,6 +222,10 @@ class EvalHook(HookBase):
 
     def before_train(self) -> None:
         eng = self.engine
+        if not eng.data.has_evaluation:
+            logger.info("no query/gallery: training without evaluation; metrics.json holds every epoch's "
+                        "cluster statistics, last.pth is written every epoch")
+            return
         if "initial" not in eng.metrics and comm.is_main_process():
             eng.metrics["initial"] = eng.evaluate("before training")
             self._write()
@@ -232,6 +236,10 @@ class EvalHook(HookBase):
         epoch, last = eng.epoch + 1, eng.epoch + 1 == eng.max_epoch
         due = test.EVAL_PERIOD > 0 and epoch % test.EVAL_PERIOD == 0 and epoch >= test.START_EVAL
         eng.evaluation = None
+        if not eng.data.has_evaluation:
+            if comm.is_main_process():
+                self._write()  # the epoch's cluster statistics, appended by the engine
+            return
         if (last or due) and comm.is_main_process():
             eng.evaluation = eng.evaluate(f"epoch {eng.epoch + 1}")
             eng.metrics["evaluations"].append({"epoch": eng.epoch + 1, **eng.evaluation, **eng.epoch_stats})

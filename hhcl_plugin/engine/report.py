@@ -16,6 +16,7 @@ import numpy as np
 
 from ..utils import comm
 from ..utils import torchreid_compat as tr
+from .evaluation import protocol_cameras
 from .hooks import HookBase
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,8 +91,11 @@ def save_ranked_results(data: "UnlabeledData", distmat: np.ndarray, folder: str,
                         topk: int = 10) -> str:
     """torchreid's ranked-results figures of the first ``num_queries`` queries (all when ``None``) in ``folder``."""
     n = len(data.query) if num_queries is None else min(num_queries, len(data.query))
-    query = [(p, pid, cam, 0) for p, pid, cam in data.query[:n]]
-    gallery = [(p, pid, cam, 0) for p, pid, cam in data.gallery]
+    # the evaluation's cameras, so that with one camera the true matches are shown, not dropped
+    q_cams, g_cams, _ = protocol_cameras(np.asarray([c for *_, c in data.query]),
+                                         np.asarray([c for *_, c in data.gallery]))
+    query = [(p, pid, cam, 0) for (p, pid, _), cam in zip(data.query[:n], q_cams)]
+    gallery = [(p, pid, cam, 0) for (p, pid, _), cam in zip(data.gallery, g_cams)]
     with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints its progress
         tr.visualize_ranked_results(distmat[:n], (query, gallery), "image", save_dir=folder, topk=topk)
     return folder

@@ -20,6 +20,7 @@ from ..config import setup_cfg
 from ..engine import HHCLEngine, build_engine, default_setup
 from ..engine.run_dir import LAST, release_lock, write_results
 from ..utils import comm
+from ..utils.errors import UserError
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> int:
     cfg = engine.cfg
     try:
         if args.eval_only:
+            if not engine.data.has_evaluation:
+                raise UserError(f"--eval-only needs query/ and gallery/ under DATASETS.ROOT={cfg.DATASETS.ROOT}")
             result = engine.run(test_only=True)
             if comm.is_main_process():
                 path = write_results(cfg.OUTPUT_DIR, {"weights": cfg.MODEL.WEIGHTS, "dataset": engine.data.name,
