@@ -4,7 +4,7 @@ import os
 import pytest
 
 from hhcl_plugin.config import get_cfg, setup_cfg
-from hhcl_plugin.config.checks import RULES, Flag, ListOf, Number, OneOf, Text, config_keys, value_of
+from hhcl_plugin.config.checks import RULES, Flag, ListOf, Number, NumberOrWord, OneOf, Text, config_keys, value_of
 from hhcl_plugin.tools.train import main
 from hhcl_plugin.utils.errors import ConfigError
 
@@ -25,6 +25,8 @@ def wrong_values(rule, example):
         if kind is float:
             out.append(float("inf"))
         return out
+    if isinstance(rule, NumberOrWord):
+        return wrong_values(rule.number, example) + ([] if isinstance(example, str) else [rule.word + "s"])
     if isinstance(rule, OneOf):
         return [max(rule.choices) + 1] if kind is int else ["no-such-choice"]
     if isinstance(rule, Text):

@@ -306,10 +306,18 @@ def test_random_erase_fills_with_the_imagenet_mean():
 
 
 def test_unknown_transform_and_interpolation_are_config_errors():
-    with pytest.raises(ConfigError, match="INPUT.TRANSFORMS: unknown random_blur; valid names: random_flip"):
-        build_transforms(input_cfg("INPUT.TRANSFORMS", "['random_flip', 'random_blur']"))
-    with pytest.raises(ConfigError, match="INPUT.INTERPOLATION must be one of bilinear, bicubic"):
-        build_transforms(input_cfg("INPUT.INTERPOLATION", "nearest"))
+    with pytest.raises(ConfigError, match="INPUT.TRANSFORMS is .*random_blur.*, each one of random_flip"):
+        input_cfg("INPUT.TRANSFORMS", "['random_flip', 'random_blur']")
+    with pytest.raises(ConfigError, match="INPUT.INTERPOLATION is 'nearest', expected one of bilinear, bicubic"):
+        input_cfg("INPUT.INTERPOLATION", "nearest")
+
+
+def test_config_rule_names_every_transform_and_interpolation():
+    from hhcl_plugin.config.checks import RULES
+    from hhcl_plugin.data.transforms import INTERPOLATIONS, TRAIN_TRANSFORMS
+
+    assert set(RULES["INPUT.TRANSFORMS"].item.choices) == set(TRAIN_TRANSFORMS)
+    assert set(RULES["INPUT.INTERPOLATION"].choices) == set(INTERPOLATIONS)
 
 
 # ---------------------------------------------------------------------------- configs

@@ -25,7 +25,6 @@ from torchvision import transforms as T
 from yacs.config import CfgNode
 
 from ..utils import torchreid_compat as tr
-from ..utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +49,8 @@ def _image_ops(name: str, height: int, width: int, padding: int) -> List[Callabl
 
 
 def build_transforms(cfg: CfgNode) -> Tuple[Callable, Callable]:
-    """The train and test transforms of ``cfg.INPUT``."""
+    """The train and test transforms of ``cfg.INPUT`` (names and interpolation checked by ``config.checks``)."""
     names = list(cfg.INPUT.TRANSFORMS)
-    unknown = sorted(set(names) - set(TRAIN_TRANSFORMS))
-    if unknown:
-        raise ConfigError(f"INPUT.TRANSFORMS: unknown {', '.join(unknown)}; valid names: {', '.join(TRAIN_TRANSFORMS)}")
-    if cfg.INPUT.INTERPOLATION not in INTERPOLATIONS:
-        raise ConfigError(f"INPUT.INTERPOLATION must be one of {', '.join(INTERPOLATIONS)}, "
-                          f"got {cfg.INPUT.INTERPOLATION!r}")
     interpolation = INTERPOLATIONS[cfg.INPUT.INTERPOLATION]
     mean, std = list(cfg.INPUT.PIXEL_MEAN), list(cfg.INPUT.PIXEL_STD)
     to_tensor = [T.ToTensor(), T.Normalize(mean=mean, std=std)]
