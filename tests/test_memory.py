@@ -314,7 +314,7 @@ def test_construction_errors():
         build_memory(make_cfg("CMnope"), feats, labels)
     for name in MODES:
         assert name in str(err.value)
-    assert sorted(MEMORY_REGISTRY.names()) == sorted(MODES)
+    assert set(MODES) <= set(MEMORY_REGISTRY.names())  # projects may register more (projects/hard_mining_example)
     with pytest.raises(ValueError, match="no member"):
         build_memory(make_cfg("CM"), feats[:2], np.array([0, 2]))
     with pytest.raises(ValueError, match="all labels are -1"):
