@@ -5,7 +5,6 @@ import logging
 import time
 from typing import Any, Optional
 
-from ..utils.errors import ClusteringError
 from .build import CLUSTERER_REGISTRY
 from .dbscan import dbscan_precomputed_sparse
 from .eps_rule import AUTO, EpsSetting, largest_eps, resolve_eps
@@ -25,7 +24,7 @@ class DBSCANJaccardClusterer:
     at any eps up to that bound).  ``CLUSTER.JACCARD=sparse`` (default) never builds an
     N x N matrix; ``dense`` is the published implementation, kept to compare against.
     Both give identical labels.  The values come from a checked config
-    (``config.check_cfg``); only what it does not check is checked here.
+    (``config.check_cfg``) and are not checked again here.
     """
 
     def __init__(self, cfg: Any) -> None:
@@ -37,11 +36,6 @@ class DBSCANJaccardClusterer:
         self.jaccard = str(c.JACCARD).lower()
         self.knn_index = str(c.KNN_INDEX).lower()
         self.knn_bf16_screen = bool(c.KNN_BF16_SCREEN)
-        # not (yet) among the config checks: user errors, one line each
-        if not 1 <= self.k2 <= self.k1:
-            raise ClusteringError(f"need 1 <= CLUSTER.K2 <= CLUSTER.K1, got K1={self.k1}, K2={self.k2}")
-        if self.min_samples < 1:
-            raise ClusteringError(f"CLUSTER.MIN_SAMPLES must be >= 1, got {self.min_samples}")
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(k1={self.k1}, k2={self.k2}, eps={self.eps}, min_samples={self.min_samples}, "

@@ -8,7 +8,6 @@ steps by overriding that method, without editing the engine.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from ..memory import build_memory
 from ..utils import comm
 from ..utils.errors import ClusteringError
 from .evaluation import extract_features
+from .run_dir import write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..memory.cluster_memory import ClusterMemory
@@ -248,11 +248,7 @@ class EvalHook(HookBase):
             self._write()
 
     def _write(self) -> None:
-        path = os.path.join(self.engine.cfg.OUTPUT_DIR, "metrics.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.engine.metrics, f, indent=2)
-        os.replace(tmp, path)
+        write_json(os.path.join(self.engine.cfg.OUTPUT_DIR, "metrics.json"), self.engine.metrics)
 
 
 class CheckpointHook(HookBase):

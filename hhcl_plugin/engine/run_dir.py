@@ -118,13 +118,17 @@ def shared_output_dir(folder: str, resume: bool = False, eval_only: bool = False
     return outcome["folder"]
 
 
-def write_results(folder: str, results: Dict[str, Any]) -> str:
-    """``folder/results.json``, written whole or not at all."""
-    path = os.path.join(folder, RESULTS)
+def write_json(path: str, content: Any) -> str:
+    """``content`` as JSON in ``path``, written whole or not at all (a crash leaves the previous file)."""
     with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(content, f, indent=2)
     os.replace(path + ".tmp", path)
     return path
+
+
+def write_results(folder: str, results: Dict[str, Any]) -> str:
+    """``folder/results.json`` of an evaluation."""
+    return write_json(os.path.join(folder, RESULTS), results)
 
 
 # ---------------------------------------------------------------------------- lock
