@@ -1,57 +1,22 @@
-"""Data loaders: features for clustering, pseudo-labelled training batches, evaluation."""
+"""Data for the engine: dataset splits and transforms, loaders for clustering, training and evaluation."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 from yacs.config import CfgNode
 
 from ..utils.errors import ConfigError, DatasetError
 from ..utils.progress import progress
 from .datasets import build_dataset
+from .image_list import ImageListDataset, Item, read_image
 from .transforms import build_transforms
 
 logger = logging.getLogger(__name__)
-
-Item = Tuple[str, int, int]  # image path, (pseudo) label, camera id
-
-
-def read_image(path: str) -> Image.Image:
-    """Open an image as RGB, naming the file when it cannot be read.
-
-    torchreid's own reader retries forever on unreadable files; one bad file must not
-    hang a run.
-    """
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read image {path} ({e}); remove or replace the file, "
-                           f"or set DATALOADER.ON_BAD_IMAGE skip") from None
-
-
-class ImageListDataset(Dataset):
-    """Images with a label and camera, in torchreid's batch format (``img``, ``pid``, ``camid``)."""
-
-    def __init__(self, items: Sequence[Item], transform: Optional[Callable] = None) -> None:
-        self.items = list(items)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        path, label, camid = self.items[index][:3]
-        img = read_image(path)
-        if self.transform is not None:
-            img = self.transform(img)
-        return {"img": img, "pid": label, "camid": camid, "impath": path, "index": index}
-
 
 @dataclass
 class UnlabeledData:

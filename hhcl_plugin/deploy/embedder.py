@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from yacs.config import CfgNode
 
 from ..config import setup_cfg
-from ..data.build import read_image
+from ..data.image_list import read_image
 from ..data.datasets.folder import IMAGE_EXTENSIONS, list_images as relative_image_paths
 from ..data.transforms import build_transforms
 from ..engine.checkpoint import load_model_weights

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..data.build import read_image
+from ..data.image_list import read_image
 
 THUMBNAIL = (48, 96)  # width, height: the 1:2 aspect of person crops
 
