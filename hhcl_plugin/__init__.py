@@ -3,6 +3,6 @@
 Importing the package registers its parts (engine, memories, sampler, clusterer,
 backbones, the ``synthreid`` dataset) into their registries.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import clustering, data, engine, memory, modeling  # noqa: F401,E402  (registration on import)
