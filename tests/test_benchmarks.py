@@ -16,7 +16,7 @@ def test_train_throughput_prints_a_row_per_batch_and_precision(capsys):
     assert [(r[0], r[1]) for r in rows] == [("4", "fp32"), ("4", "bf16"), ("8", "fp32"), ("8", "bf16")]
     for row in rows:
         assert float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0  # images/s, step ms with both losses
-        assert 0 < float(row[6].rstrip("%")) < 100  # memory timed alone, share of the step
+        assert float(row[5]) > 0 and 0 <= float(row[6].rstrip("%")) < 100  # memory alone: ms, share (0.0% on a loaded CPU)
         assert float(row[7].rstrip("%")) < 100  # step less the stand-in step (timing noise can make it negative)
 
 
