@@ -22,6 +22,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs."""
 
 
+# set by the SIGTERM handler: code that catches the raised Terminated and raises its own error
+# (a library calling back into Python) still ends the run as stopped by SIGTERM
+_SIGTERM_RECEIVED = threading.Event()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """A scheduler's or ``kill``'s SIGTERM ends the run as Ctrl-C does, instead of killing it unseen.
@@ -34,6 +39,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def terminate(signum: int, frame: object) -> None:
+        _SIGTERM_RECEIVED.set()
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, terminate)
@@ -52,8 +58,11 @@ def run_cli(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.
     except UserError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
-        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+    except BaseException as e:
+        if not isinstance(e, KeyboardInterrupt) and not _SIGTERM_RECEIVED.is_set():
+            raise
+        signum = signal.SIGINT if isinstance(e, KeyboardInterrupt) and not isinstance(e, Terminated) \
+            else signal.SIGTERM
         if comm.is_main_process():
             advice = on_interrupt(args)
             print(f"{prog}: stopped by {signal.Signals(signum).name}" + (f"; {advice}" if advice else ""),
