@@ -118,6 +118,24 @@ def test_screened_knn_is_the_exact_top_k_on_hard_features(emulate):
     assert_exact_topk(x, sims, idx)
 
 
+def test_bf16_keys_order_like_the_values_and_floor_thresholds_never_reject_a_passing_score():
+    """The screen compares 16-bit keys instead of values: a score >= a threshold must pass."""
+    from hhcl_plugin.clustering.knn import _bf16_floor_keys, _bf16_keys_to_float32, _bf16_order_keys
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(50_000), [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf]]).astype(np.float32)
+    scores = torch.from_numpy(values).bfloat16()
+    as_float = scores.float().numpy()
+    keys = _bf16_order_keys(scores.clone(), np.empty(len(values), np.int16))
+    np.testing.assert_array_equal(_bf16_keys_to_float32(keys), as_float)
+    order = np.lexsort((keys, as_float))  # by value; -0.0 and 0.0 by key
+    assert (np.diff(keys[order].astype(np.int32)) >= 0).all()
+    thresholds = np.concatenate([rng.standard_normal(len(values) - 2), [0.0, -0.0]]).astype(np.float32)
+    passes = keys >= _bf16_floor_keys(thresholds)
+    assert passes[as_float >= thresholds].all()
+    assert passes.mean() < (as_float >= thresholds).mean() + 0.01  # the floor admits only a sliver more
+
+
 def test_screened_knn_handles_k_larger_than_a_block():
     from hhcl_plugin.clustering.knn import _screened_topk, _put_self_first
 

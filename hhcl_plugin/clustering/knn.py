@@ -25,7 +25,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -263,38 +263,52 @@ def _screened_topk(
     """Exact float32 top-k by inner product, at nearly the speed of bfloat16 products.
 
     Each block pair is multiplied once with bfloat16 operands and output (float32
-    accumulation).  With ``d_i = |x_i - bf16(x_i)|`` and ``M = max |x_i|``, every
-    screened score is within ``eps = 2 (M + d) d + 2 D 2^-24 (M + d)^2 + 2^-8 (M + d)^2``
-    of the float32 score of the same pair (operand rounding, the accumulation error of
-    both products, the output's rounding to bfloat16).  For each row, the k-th best
-    screened score seen so far, minus ``eps``, is a lower bound on the row's final
-    float32 k-th score, so a pair can only belong to the top-k if its screened score is
-    at least that k-th best minus ``2 eps``; pairs below are dropped for good.  The
-    survivors (about k plus a thin band per row) are re-scored in float32 with a
-    sampled matmul, and the top-k is taken among them, ties broken by the lower index.
-    Returns None where the CPU has no bfloat16 matrix units (the caller then searches
-    in float32).  ``emulate_bf16`` rounds operands and outputs explicitly around float32
-    products, so that the screening logic is testable on any CPU.
+    accumulation).  With ``d = max_i |x_i - bf16(x_i)|``, ``M = max |x_i|`` and
+    ``u = 2^-8`` (bfloat16's unit roundoff), a screened score ``s`` is within
+    ``e(s) = 2 (M + d) d + 2 D 2^-24 (M + d)^2 + u |s| / (1 - u)`` of the float32 score
+    of the same pair (operand rounding, the accumulation error of both products, the
+    output's rounding to bfloat16, bounded by the output itself).  For each row the k-th
+    best screened score ``s_k`` seen so far gives ``L = s_k - e(s_k)``, a lower bound on
+    the row's final float32 k-th score, so a pair can only belong to the top-k if
+    ``s + e(s) >= L``; pairs below are dropped for good.  That test runs on the
+    bfloat16 block itself, against thresholds rounded down to bfloat16, so no block is
+    ever converted.  The survivors (k plus a thin band per row) are re-scored in
+    float32 with a sampled matmul, and the top-k is taken among them, ties broken by
+    the lower index.  Returns None where the CPU has no bfloat16 matrix units (the
+    caller then searches in float32).  ``emulate_bf16`` rounds operands and outputs
+    explicitly around float32 products, so that the screening is testable on any CPU.
     """
     n, dim = x.shape
     bs = int(max(1, min(block_size, n)))
     if not (emulate_bf16 or cpu_has_bf16_matmul()):
         return None
-    operand = x.bfloat16()
-    d = max(float(torch.linalg.vector_norm(chunk - chunk_bf16.float(), dim=1).max())
-            for chunk, chunk_bf16 in zip(x.split(bs), operand.split(bs)))
-    if emulate_bf16:
-        operand = operand.float()
+    d = max(float(torch.linalg.vector_norm(chunk - chunk.bfloat16().float(), dim=1).max()) for chunk in x.split(bs))
+    operands: Dict[int, torch.Tensor] = {}  # the current row block's, converted once for all its pairs
 
-    def screened(rows: slice, cols: slice) -> np.ndarray:
-        """bfloat16 scores of a block pair, as float32 numpy."""
-        sim = operand[rows] @ operand[cols].T
-        return (sim.bfloat16() if emulate_bf16 else sim).float().numpy()
+    def operand(rows: slice) -> torch.Tensor:
+        """A block in bfloat16, converted when needed: no bfloat16 copy of all features is kept."""
+        block = x[rows].bfloat16()
+        return block.float() if emulate_bf16 else block
+
+    def screened(rows: slice, cols: slice) -> torch.Tensor:
+        """bfloat16 scores of a block pair."""
+        if rows.start not in operands:
+            operands.clear()
+            operands[rows.start] = operand(rows)
+        sim = operands[rows.start] @ operand(cols).T
+        return sim.bfloat16() if emulate_bf16 else sim
 
     max_norm = float(x.norm(dim=1).max())
-    scale = (max_norm + d) ** 2
-    eps = 2.0 * (max_norm + d) * d + 2.0 * dim * 2.0 ** -24 * scale + 2.0 ** -8 * scale * (1 + 2.0 ** -7)
-    margin = np.float32(1.01 * 2.0 * eps + 1e-6)
+    u = 2.0 ** -8
+    operand_error = 1.01 * (2.0 * (max_norm + d) * d + 2.0 * dim * 2.0 ** -24 * (max_norm + d) ** 2) + 1e-6
+
+    def keep_from(kth: np.ndarray) -> np.ndarray:
+        """The lowest screened score a pair may have and still reach a row's top-k (float32, rounded down)."""
+        s = kth.astype(np.float64)
+        low = s - operand_error - u * np.abs(s) / (1 - u)  # L: final float32 k-th score >= this
+        w = low - operand_error  # keep iff s + u |s| / (1 - u) >= w
+        thr = np.where(w >= 0, w * (1 - u), w * (1 - u) / (1 - 2 * u))
+        return np.nextafter(thr.astype(np.float32), np.float32(-np.inf))
 
     starts = list(range(0, n, bs))
     kth_best = np.full(n, -np.inf, np.float32)  # k-th best screened score seen, per row
@@ -307,7 +321,7 @@ def _screened_topk(
         pool.append((rows.astype(np.int32), cols.astype(np.int32), vals))
         pooled += len(rows)
         if pooled > prune_at:  # drop what the thresholds have risen past since
-            pool = [_prune(*map(np.concatenate, zip(*pool)), kth_best, margin)]
+            pool = [_prune(*map(np.concatenate, zip(*pool)), keep_from(kth_best))]
             pooled = len(pool[0][0])
             prune_at = max(prune_at, 2 * pooled)
 
@@ -336,32 +350,30 @@ def _screened_topk(
         # diagonal blocks first, so that every row has a threshold before the rest
         for a in starts:
             b = min(a + bs, n)
-            sim = screened(slice(a, b), slice(a, b))
+            sim = screened(slice(a, b), slice(a, b)).float().numpy()
             kk = min(k, b - a)
             top_vals[a:b, :kk] = -np.partition(-sim, kk - 1, axis=1)[:, :kk]
             kth_best[a:b] = top_vals[a:b].min(axis=1)
-            keep = np.flatnonzero(sim >= (kth_best[a:b] - margin)[:, None])
+            keep = np.flatnonzero(sim >= keep_from(kth_best[a:b])[:, None])
             admit(a + keep // (b - a), a + keep % (b - a), sim.ravel()[keep])
         pairs = [(a, b) for ai, a in enumerate(starts) for b in starts[ai + 1:]]
-        mask = np.empty((bs, bs), bool)
-        mask_t = np.empty((bs, bs), bool)
+        scratch = np.empty(bs * bs, np.int16)
         for a, b in progress(pairs, total=len(pairs), desc="k-NN blocks"):
             a_end, b_end = min(a + bs, n), min(b + bs, n)
-            sim = screened(slice(a, a_end), slice(b, b_end))
-            na, nb = sim.shape
-            row_ok, col_ok = mask[:na, :nb], mask_t[:na, :nb]
-            np.greater_equal(sim, (kth_best[a:a_end] - margin)[:, None], out=row_ok)
-            np.greater_equal(sim, (kth_best[b:b_end] - margin)[None, :], out=col_ok)
+            keys = _bf16_order_keys(screened(slice(a, a_end), slice(b, b_end)), scratch)
+            nb = keys.shape[1]
+            row_ok = keys >= _bf16_floor_keys(keep_from(kth_best[a:a_end]))[:, None]
+            col_ok = keys >= _bf16_floor_keys(keep_from(kth_best[b:b_end]))[None, :]
             flat = np.flatnonzero(row_ok | col_ok)
             r, c = flat // nb, flat % nb
-            vals = sim.ravel()[flat]
+            vals = _bf16_keys_to_float32(keys.ravel()[flat])
             for_rows, for_cols = row_ok.ravel()[flat], col_ok.ravel()[flat]
             raise_thresholds(a, r[for_rows], vals[for_rows], grouped=True)  # row-major order
             raise_thresholds(b, c[for_cols], vals[for_cols], grouped=False)
             admit(a + r[for_rows], b + c[for_rows], vals[for_rows])
             admit(b + c[for_cols], a + r[for_cols], vals[for_cols])
 
-    rows, cols, _ = _prune(*map(np.concatenate, zip(*pool)), kth_best, margin)
+    rows, cols, _ = _prune(*map(np.concatenate, zip(*pool)), keep_from(kth_best))
     del pool
     order = np.argsort(rows.astype(np.int64) * n + cols)  # pairs are unique: no ties
     rows, cols = rows[order], cols[order]
@@ -377,8 +389,41 @@ def _screened_topk(
     take = (indptr[:-1, None] + np.arange(k)).ravel()
     sims = exact[order[take]].reshape(n, k)
     idx = cols[order[take]].astype(np.int64).reshape(n, k)
-    logger.debug("screened k-NN: eps %.2e, %.1f float32 re-scores per row", eps, len(cols) / n)
+    logger.debug("screened k-NN: operand error %.2e, %.1f float32 re-scores per row", operand_error, len(cols) / n)
     return np.ascontiguousarray(sims), idx
+
+
+def _bf16_order_keys(block: torch.Tensor, scratch: np.ndarray) -> np.ndarray:
+    """A bfloat16 block's bits as int16 keys that order like the values (in place; -0.0 sorts below 0.0).
+
+    Comparing 16-bit keys in NumPy is several times faster than converting a block to
+    float32, and the block is compared twice.
+    """
+    keys = block.view(torch.int16).numpy()
+    sign = scratch[:keys.size].reshape(keys.shape)
+    np.right_shift(keys, 15, out=sign)  # -1 for negative values, 0 otherwise
+    np.bitwise_and(sign, np.int16(0x7FFF), out=sign)
+    np.bitwise_xor(keys, sign, out=keys)  # negative values: magnitude bits reversed
+    return keys
+
+
+def _bf16_keys_to_float32(keys: np.ndarray) -> np.ndarray:
+    """The float32 values of :func:`_bf16_order_keys` keys."""
+    bits = keys ^ ((keys >> 15) & np.int16(0x7FFF))
+    return (bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def _bf16_floor_keys(values: np.ndarray) -> np.ndarray:
+    """Order keys of the largest bfloat16 <= each float32 value: a screened score passes
+    ``key >= floor_key(t)`` whenever it is >= t."""
+    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
+    top = (bits >> 16).astype(np.uint16)  # truncation: toward zero
+    inexact_negative = ((bits & 0xFFFF) != 0) & ((bits >> 31) == 1)
+    top += inexact_negative.astype(np.uint16)  # a negative value rounds away from zero instead
+    keys = top.view(np.int16)
+    keys ^= (keys >> 15) & np.int16(0x7FFF)
+    keys[keys == 0] = -1  # +0.0 -> -0.0, so that a screened -0.0 passes a 0.0 threshold
+    return keys
 
 
 def _descending_key(values: np.ndarray) -> np.ndarray:
@@ -424,9 +469,9 @@ def pair_inner_products(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> 
 
 
 def _prune(
-    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, kth_best: np.ndarray, margin: np.float32
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, keep_from: np.ndarray
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    keep = vals >= kth_best[rows] - margin
+    keep = vals >= keep_from[rows]
     return rows[keep], cols[keep], vals[keep]
 
 
