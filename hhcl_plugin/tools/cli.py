@@ -22,9 +22,10 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs."""
 
 
-# set by the SIGTERM handler: code that catches the raised Terminated and raises its own error
-# (a library calling back into Python) still ends the run as stopped by SIGTERM
-_SIGTERM_RECEIVED = threading.Event()
+# the signal that stopped the run, set by the handlers below: code that catches the raised
+# exception and raises its own error (a library calling back into Python) still ends the run
+# as stopped by that signal
+_STOP_SIGNALS: List[int] = []
 
 
 @contextlib.contextmanager
@@ -32,26 +33,31 @@ def sigterm_as_interrupt() -> Iterator[None]:
     """A scheduler's or ``kill``'s SIGTERM ends the run as Ctrl-C does, instead of killing it unseen.
 
     Checkpoints are written to a temporary file and renamed, so stopping at any point
-    leaves the last finished epoch's ``last.pth`` whole.
+    leaves the last finished epoch's ``last.pth`` whole.  SIGINT keeps Python's own
+    behaviour (and stays ignored where it is, as in a background job), only recorded.
     """
     if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
         yield
         return
 
-    def terminate(signum: int, frame: object) -> None:
-        _SIGTERM_RECEIVED.set()
-        raise Terminated()
+    def stop(signum: int, frame: object) -> None:
+        _STOP_SIGNALS.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stop)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_cli(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace,
             on_interrupt: Callable[[argparse.Namespace], str] = lambda args: "") -> int:
     """``run(args)``; a user error is one line and exit code 2; SIGTERM and Ctrl-C one line and 128 + signal."""
+    _STOP_SIGNALS.clear()
     try:
         with sigterm_as_interrupt():
             return run(args)
@@ -59,10 +65,12 @@ def run_cli(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except BaseException as e:
-        if not isinstance(e, KeyboardInterrupt) and not _SIGTERM_RECEIVED.is_set():
+        if not isinstance(e, KeyboardInterrupt) and not _STOP_SIGNALS:
             raise
-        signum = signal.SIGINT if isinstance(e, KeyboardInterrupt) and not isinstance(e, Terminated) \
-            else signal.SIGTERM
+        if _STOP_SIGNALS:
+            signum = _STOP_SIGNALS[0]
+        else:
+            signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
         if comm.is_main_process():
             advice = on_interrupt(args)
             print(f"{prog}: stopped by {signal.Signals(signum).name}" + (f"; {advice}" if advice else ""),
