@@ -418,3 +418,45 @@ def test_infomap_links_respect_min_sim_and_min_size_makes_outliers():
     modules = np.array([3, 3, 7, 5, 5, 5, 9])
     assert small_modules_as_outliers(modules, 2).tolist() == [3, 3, -1, 5, 5, 5, -1]
     assert small_modules_as_outliers(modules, 3).tolist() == [-1, -1, -1, 5, 5, 5, -1]
+
+
+def test_candidate_pool_keeps_pairs_by_both_thresholds_beyond_16_bit_block_starts():
+    """Pairs are stored as 16-bit offsets into their blocks; the blocks may start anywhere."""
+    from hhcl_plugin.clustering.knn import _CandidatePool
+
+    n, a, b = 200_000, 70_000, 140_000
+    keep_keys = np.zeros(n, np.int16)
+    keep_keys[a:a + 3] = [10, 20, 30]  # thresholds of rows a, a+1, a+2
+    keep_keys[b:b + 3] = [5, 50, 500]  # and of columns b, b+1, b+2
+    pool = _CandidatePool(n)
+    r, c = np.array([0, 1, 2]), np.array([0, 1, 2])
+    # pair 0 passes both, pair 1 only its column's (as a row candidate it was never flagged), pair 2 neither
+    pool.add(a, b, r, c, np.array([40, 60, 25], np.int16), np.array([3, 2, 3], np.uint8), lambda: keep_keys)
+    pool.prune(keep_keys)
+    kept_r, kept_c, kept_keys, kept_flags = pool.parts[(a, b)]
+    assert kept_r.tolist() == [0, 1] and kept_c.tolist() == [0, 1]
+    assert kept_flags.tolist() == [3, 2] and pool.size == 2
+    pool.rescore(torch.eye(n, 4), keep_keys, bs=3)
+    local_rows, cols, _ = pool.candidates_of_rows(a, [a, b])
+    assert local_rows.tolist() == [0] and cols.tolist() == [b]
+
+
+def test_self_is_put_first_the_same_in_any_chunking():
+    """Lists that miss their point, list it late, or have empty (-1) slots, across chunk edges."""
+    from hhcl_plugin.clustering.knn import _put_self_first
+
+    rng = np.random.default_rng(5)
+    n, k = 50, 6
+    x = torch.nn.functional.normalize(torch.randn(n, 8), dim=1)
+    idx = np.stack([rng.choice(n, k, replace=False) for _ in range(n)]).astype(np.int64)
+    idx[::3, 2] = np.arange(0, n, 3)  # listed third
+    idx[::7, -1] = -1  # an empty slot
+    sims = rng.random((n, k)).astype(np.float32)
+    whole = _put_self_first(x, sims.copy(), idx.copy(), rows_per_chunk=n)
+    chunked = _put_self_first(x, sims.copy(), idx.copy(), rows_per_chunk=7)
+    np.testing.assert_array_equal(whole[1], chunked[1])
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    assert (whole[1][:, 0] == np.arange(n)).all()
+    for i in range(n):  # the other neighbours keep their order
+        others = [j for j in idx[i] if j not in (i, -1)][:k - 1]
+        assert [j for j in whole[1][i, 1:] if j != -1] == others

@@ -47,12 +47,12 @@ def dbscan_precomputed_sparse(dist: sp.spmatrix, eps: float, min_samples: int) -
     if n == 0:
         return np.zeros(0, np.int64)
     csr = dist.tocsr()
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr.indptr))
+    index_dtype = np.int32 if n < 2**31 - 1 else np.int64  # 32-bit where it fits: half the memory
+    rows = np.repeat(np.arange(n, dtype=index_dtype), np.diff(csr.indptr))
     # same comparison as scikit-learn (array <= python float, in the array's dtype)
-    close = csr.data <= eps
-    rows, cols = rows[close], csr.indices[close].astype(np.int64)
-    off_diag = rows != cols
-    rows, cols = rows[off_diag], cols[off_diag]
+    neighbour = (csr.data <= eps) & (rows != csr.indices)
+    rows, cols = rows[neighbour], csr.indices[neighbour].astype(index_dtype, copy=False)
+    del neighbour
     n_neighbors = np.bincount(rows, minlength=n) + 1  # + the point itself
     core = n_neighbors >= min_samples
 
@@ -61,12 +61,16 @@ def dbscan_precomputed_sparse(dist: sp.spmatrix, eps: float, min_samples: int) -
     if len(core_idx) == 0:
         return labels
     both = core[rows] & core[cols]
-    pos = np.full(n, -1, np.int64)
-    pos[core_idx] = np.arange(len(core_idx))
-    graph = sp.csr_matrix(
-        (np.ones(int(both.sum()), np.int8), (pos[rows[both]], pos[cols[both]])),
-        shape=(len(core_idx), len(core_idx)),
-    )
+    pos = np.full(n, -1, index_dtype)
+    pos[core_idx] = np.arange(len(core_idx), dtype=index_dtype)
+    # the core-core edges, in row order already: their CSR needs no sort
+    core_rows = pos[rows[both]]
+    indptr = np.zeros(len(core_idx) + 1, np.int64)
+    np.cumsum(np.bincount(core_rows, minlength=len(core_idx)), out=indptr[1:])
+    del core_rows
+    graph = sp.csr_matrix((np.ones(int(indptr[-1]), np.int8), pos[cols[both]], indptr),
+                          shape=(len(core_idx), len(core_idx)))
+    del both, pos
     n_comp, comp = connected_components(graph, directed=True, connection="weak")
     # number the components by their smallest core index (core_idx is ascending)
     first = np.full(n_comp, len(core_idx), np.int64)

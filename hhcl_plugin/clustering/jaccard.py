@@ -55,47 +55,60 @@ def half_k(k1: int) -> int:
 
 
 def k_reciprocal_sets(rank: np.ndarray, k: int) -> sp.csr_matrix:
-    """``R(i, k)`` for every i as the rows of an N x N 0/1 CSR matrix (int32 data).
+    """``R(i, k)`` for every i as the rows of an N x N 0/1 CSR matrix (int32 data, sorted indices).
 
     ``rank`` is the (N, K) k-NN list with i in column 0; its first ``k`` columns are used.
-    Negative entries (empty slots of an approximate index) are ignored.
+    Negative entries (empty slots of an approximate index) are ignored.  ``j`` is kept
+    when i appears in ``j``'s own list, tested on the lists of a chunk of rows at a time,
+    so that the memory stays O(N k) however large N is.
     """
     n = rank.shape[0]
+    k = int(min(k, rank.shape[1]))
     cols = rank[:, :k]
-    rows = np.broadcast_to(np.arange(n)[:, None], cols.shape)
-    keep = cols >= 0
-    fwd = sp.csr_matrix(
-        (np.ones(int(keep.sum()), np.int32), (rows[keep], cols[keep])), shape=(n, n)
-    )
-    fwd.sum_duplicates()
-    fwd.data[:] = 1
-    recip = fwd.multiply(fwd.T).tocsr()
-    recip.sum_duplicates()
-    recip.sort_indices()
-    recip.data = np.ones_like(recip.data, dtype=np.int32)
-    return recip
+    members = np.full((n, k), n, np.int32 if n < 2**31 - 1 else np.int64)  # n: not a member
+    step = max(1, 1_000_000 // (k * k))
+    for a in range(0, n, step):
+        c = cols[a:a + step]
+        valid = c >= 0
+        mutual = (cols[np.where(valid, c, 0)] == np.arange(a, a + len(c))[:, None, None]).any(axis=2)
+        members[a:a + len(c)] = np.where(valid & mutual, c, n)
+    members.sort(axis=1)
+    keep = members < n
+    keep[:, 1:] &= members[:, 1:] != members[:, :-1]  # an approximate index may list a point twice
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    return sp.csr_matrix((np.ones(int(indptr[-1]), np.int32), members[keep], indptr), shape=(n, n))
 
 
-def expanded_k_reciprocal_sets(rank: np.ndarray, k1: int) -> sp.csr_matrix:
+def expanded_k_reciprocal_sets(rank: np.ndarray, k1: int, rows_per_chunk: int = 8192) -> sp.csr_matrix:
     """``R*(i)`` (0/1 CSR, sorted indices): R(i, k1) expanded by the reciprocal sets of its members.
 
     Done with sparse products instead of per-point loops: ``(R @ Rh^T)[i, j]`` is
     ``|R(i) & Rh(j)|``, and the union over accepted ``j`` is the pattern of ``A @ Rh``.
+    The overlaps are computed for a chunk of rows at a time and only kept where
+    ``j`` is in ``R(i)``, so nothing larger than a chunk's overlaps is held.
     """
     n = rank.shape[0]
     kh = min(half_k(k1) + 1, rank.shape[1])
     r_full = k_reciprocal_sets(rank, k1)
     r_half = k_reciprocal_sets(rank, kh)
     half_size = np.diff(r_half.indptr).astype(np.float64)
-    overlap = (r_full @ r_half.T).tocsr().multiply(r_full).tocsr()
-    overlap.sort_indices()
-    # the same float64 test as the reference code: len(intersection) > 2/3 * len(R(j, k1/2))
-    accept = overlap.data > (2 / 3) * half_size[overlap.indices]
-    rows = np.repeat(np.arange(n), np.diff(overlap.indptr))
-    accepted = sp.csr_matrix(
-        (np.ones(int(accept.sum()), np.int32), (rows[accept], overlap.indices[accept])), shape=(n, n)
-    )
-    star = (r_full + accepted @ r_half).tocsr()
+    r_half_t = r_half.T.tocsr()
+    pieces = []
+    for a in range(0, n, rows_per_chunk):
+        rows = r_full[a:a + rows_per_chunk]
+        overlap = (rows @ r_half_t).multiply(rows).tocsr()
+        # the same float64 test as the reference code: len(intersection) > 2/3 * len(R(j, k1/2))
+        overlap.data = (overlap.data > (2 / 3) * half_size[overlap.indices]).astype(np.int32)
+        overlap.eliminate_zeros()
+        pieces.append(overlap)
+    del r_half_t
+    accepted = sp.vstack(pieces, format="csr")
+    del pieces
+    expansion = accepted @ r_half
+    del accepted, r_half
+    star = (r_full + expansion).tocsr()
+    del r_full, expansion
     star.sum_duplicates()
     star.sort_indices()
     star.data = np.ones_like(star.data, dtype=np.int32)
@@ -114,14 +127,14 @@ def k_reciprocal_weights(graph: KNNGraph, k1: int) -> sp.csr_matrix:
     counts = np.diff(star.indptr)
     if (counts == 0).any():  # cannot happen: i is always in R(i, k1)
         raise RuntimeError("a point has an empty k-reciprocal set; is the k-NN list missing the point itself?")
-    rows = np.repeat(np.arange(n), counts)
-    sims = graph.similarities(rows, star.indices)
+    sims = graph.similarities(np.repeat(np.arange(n, dtype=np.int32), counts), star.indices)
     dist = 2.0 - 2.0 * sims.astype(np.float64)  # squared Euclidean distance of unit vectors
+    del sims
     starts = star.indptr[:-1]
     dist -= np.repeat(np.minimum.reduceat(dist, starts), counts)  # softmax shift, exact in exp ratios
-    w = np.exp(-dist)
+    w = np.exp(np.negative(dist, out=dist), out=dist)
     w /= np.repeat(np.add.reduceat(w, starts), counts)
-    return sp.csr_matrix((w.astype(np.float32), star.indices.copy(), star.indptr.copy()), shape=(n, n))
+    return sp.csr_matrix((w.astype(np.float32), star.indices, star.indptr), shape=(n, n))
 
 
 def query_expansion_matrix(rank: np.ndarray, k2: int) -> sp.csr_matrix:
@@ -140,17 +153,26 @@ def query_expansion_matrix(rank: np.ndarray, k2: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(n * k2, np.float64), cols.ravel(), indptr), shape=(n, n))
 
 
-def expanded_weights(v: sp.csr_matrix, rank: np.ndarray, k2: int) -> sp.csr_matrix:
+def expanded_weights(v: sp.csr_matrix, rank: np.ndarray, k2: int, rows_per_chunk: int = 16384) -> sp.csr_matrix:
     """V after local query expansion (float32 CSR, sorted indices)."""
     k2 = int(max(1, min(k2, rank.shape[1])))
     if k2 == 1:
         return v
+    n = rank.shape[0]
     q = query_expansion_matrix(rank, k2)
-    vq = (q @ v.astype(np.float64)).tocsr()
-    vq.data /= k2
-    vq.data = vq.data.astype(np.float32)
-    vq.sort_indices()
-    return vq
+    v64 = v.astype(np.float64)
+    data, indices, counts = [], [], [np.zeros(1, np.int64)]
+    for a in range(0, n, rows_per_chunk):  # a chunk at a time: only one chunk is ever float64
+        part = (q[a:a + rows_per_chunk] @ v64).tocsr()
+        part.data /= k2
+        part = sp.csr_matrix((part.data.astype(np.float32), part.indices, part.indptr), shape=part.shape)
+        part.sort_indices()
+        data.append(part.data)
+        indices.append(part.indices)
+        counts.append(np.diff(part.indptr))
+    del v64, q
+    return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.cumsum(np.concatenate(counts))),
+                         shape=(n, v.shape[1]))
 
 
 @dataclass
@@ -176,25 +198,44 @@ def sparse_jaccard_graph(
     k2: int,
     bound: float,
     *,
-    max_pairs_per_chunk: int = 500_000,
+    max_pairs_per_chunk: int = 250_000,
     workers: Optional[int] = None,
 ) -> JaccardGraph:
     """Jaccard distances of the pairs within ``bound``, without anything N x N.
 
     ``weights`` is the k-reciprocal encoding (:func:`k_reciprocal_weights`), ``rank`` the
-    k-NN lists it came from (for the query expansion).  ``m[i, j] = sum_k min(V[i,k],
-    V[j,k])`` is accumulated column by column of the support: for each stored ``(i, k)``,
-    the column ``k`` of V lists the ``j`` to update.  Rows are processed in chunks of at
-    most ``max_pairs_per_chunk`` such updates, and each chunk's updates are summed by a
-    sparse product ``E @ P`` (E: updates of a row, P: one-hot target column of an update),
-    which adds them in C, in emission order, without sorting.  Memory is O(N * k1 * k2)
-    for V plus O(chunk) per worker thread for the updates.
+    k-NN lists it came from (for the query expansion); see
+    :func:`expanded_jaccard_graph` for the rest.
     """
-    n = weights.shape[0]
-    seconds: Dict[str, float] = {}
     t = time.perf_counter()
     vq = expanded_weights(weights, rank, k2)
-    t = _tick(seconds, "query_expansion", t)
+    seconds = {"query_expansion": time.perf_counter() - t}
+    graph = expanded_jaccard_graph(vq, bound, max_pairs_per_chunk=max_pairs_per_chunk, workers=workers)
+    graph.seconds = {**seconds, **graph.seconds}
+    return graph
+
+
+def expanded_jaccard_graph(
+    vq: sp.csr_matrix,
+    bound: float,
+    *,
+    max_pairs_per_chunk: int = 250_000,
+    workers: Optional[int] = None,
+) -> JaccardGraph:
+    """The Jaccard graph within ``bound`` of V after query expansion (:func:`expanded_weights`).
+
+    A stage of its own so that a caller can drop V and the k-NN lists before it.
+    ``m[i, j] = sum_k min(V[i,k], V[j,k])`` is accumulated column by column of the
+    support: for each stored ``(i, k)``, the column ``k`` of V lists the ``j`` to
+    update.  Rows are processed in chunks of at most ``max_pairs_per_chunk`` such
+    updates, and each chunk's updates are summed by a sparse product ``E @ P`` (E:
+    updates of a row, P: one-hot target column of an update), which adds them in C, in
+    emission order, without sorting.  Memory is O(N * k1 * k2) for V plus O(chunk) per
+    worker thread for the updates.
+    """
+    n = vq.shape[0]
+    seconds: Dict[str, float] = {}
+    t = time.perf_counter()
     logger.debug("Jaccard: V has %.1f non-zeros per row after query expansion", vq.nnz / n)
 
     col = vq.tocsc()
@@ -216,11 +257,14 @@ def sparse_jaccard_graph(
     with ThreadPoolExecutor(max(1, min(workers or torch.get_num_threads(), len(chunks)))) as pool:
         pieces = pool.map(lambda ab: _jaccard_rows(vq, col, col_nnz, row_updates, bound, *ab), chunks)
         for indptr, indices, data, near in progress(pieces, total=len(chunks), desc="Jaccard"):
+            # copied here: a worker's heap then holds only its chunk's temporaries, which it
+            # reuses, instead of results pinned between them
             out_indptr.append(indptr[1:] + nnz_so_far)
-            out_indices.append(indices)
-            out_data.append(data)
-            nearest.append(near)
+            out_indices.append(indices.copy())
+            out_data.append(data.copy())
+            nearest.append(near.copy())
             nnz_so_far += len(indices)
+    vq = col = None  # freed before the pieces are joined
     dist = sp.csr_matrix(
         (np.concatenate(out_data) if out_data else np.zeros(0, np.float32),
          np.concatenate(out_indices) if out_indices else np.zeros(0, np.int32),

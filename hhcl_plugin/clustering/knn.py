@@ -25,7 +25,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -102,21 +102,20 @@ class KNNGraph:
     def similarities(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Cosine similarity of the pairs ``(rows[t], cols[t])`` as float32.
 
-        Most pairs asked for are k-NN pairs whose similarity the search already computed;
-        only the others are recomputed, so the cost stays O(#missing * D).
+        Most pairs asked for are k-NN pairs whose similarity the search already computed:
+        each is looked up in its row's list (a chunk of pairs at a time, so the memory
+        stays small); only the others are recomputed, so the cost stays O(#missing * D).
         """
-        n = self.idx.shape[0]
         out = np.empty(len(rows), np.float32)
-        valid = self.idx.ravel() >= 0
-        knn_keys = (np.arange(n, dtype=np.int64)[:, None] * n + self.idx).ravel()[valid]
-        knn_vals = self.sims.ravel()[valid]
-        order = np.argsort(knn_keys, kind="stable")
-        knn_keys, knn_vals = knn_keys[order], knn_vals[order]
-        query = rows.astype(np.int64) * n + cols.astype(np.int64)
-        pos = np.minimum(np.searchsorted(knn_keys, query), len(knn_keys) - 1)
-        found = knn_keys[pos] == query
-        out[found] = knn_vals[pos[found]]
-        missing = np.flatnonzero(~found)
+        missing = []
+        step = max(1, 1_000_000 // max(1, self.idx.shape[1]))
+        for s in range(0, len(rows), step):
+            r, c = rows[s:s + step], cols[s:s + step]
+            hit = self.idx[r] == np.asarray(c)[:, None]
+            pos = hit.argmax(axis=1)  # the first occurrence, where an approximate index listed a point twice
+            out[s:s + step] = self.sims[r, pos]
+            missing.append(s + np.flatnonzero(~hit[np.arange(len(r)), pos]))
+        missing = np.concatenate(missing) if missing else np.zeros(0, np.int64)
         if len(missing):
             out[missing] = pair_inner_products(self.features, rows[missing], cols[missing])
         return out
@@ -272,58 +271,64 @@ def _screened_topk(
     the row's final float32 k-th score, so a pair can only belong to the top-k if
     ``s + e(s) >= L``; pairs below are dropped for good.  That test runs on the
     bfloat16 block itself, against thresholds rounded down to bfloat16, so no block is
-    ever converted.  The survivors (k plus a thin band per row) are re-scored in
-    float32 with a sampled matmul, and the top-k is taken among them, ties broken by
-    the lower index.  Returns None where the CPU has no bfloat16 matrix units (the
-    caller then searches in float32).  ``emulate_bf16`` rounds operands and outputs
-    explicitly around float32 products, so that the screening is testable on any CPU.
+    ever converted.  The survivors (k plus a thin band per row) are kept per block pair
+    (:class:`_CandidatePool`), re-scored in float32 there, each unordered pair once, and
+    the top-k is taken among them, ties broken by the lower index.  Returns None where
+    the CPU has no bfloat16 matrix units (the caller then searches in float32).
+    ``emulate_bf16`` rounds operands and outputs explicitly around float32 products, so
+    that the screening is testable on any CPU.
     """
     n, dim = x.shape
     bs = int(max(1, min(block_size, n)))
     if not (emulate_bf16 or cpu_has_bf16_matmul()):
         return None
     d = max(float(torch.linalg.vector_norm(chunk - chunk.bfloat16().float(), dim=1).max()) for chunk in x.split(bs))
-    operands: Dict[int, torch.Tensor] = {}  # the current row block's, converted once for all its pairs
+    # reused buffers (no bfloat16 copy of all features is kept): the current row block's
+    # operand, converted once for all its pairs, a column block's, and the scores
+    operand_dtype = torch.float32 if emulate_bf16 else torch.bfloat16
+    row_operand, col_operand = torch.empty(bs, dim, dtype=operand_dtype), torch.empty(bs, dim, dtype=operand_dtype)
+    scores = torch.empty(bs * bs, dtype=torch.bfloat16)
+    row_operand_of = [-1]
 
-    def operand(rows: slice) -> torch.Tensor:
-        """A block in bfloat16, converted when needed: no bfloat16 copy of all features is kept."""
-        block = x[rows].bfloat16()
-        return block.float() if emulate_bf16 else block
+    def convert(rows: slice, out: torch.Tensor) -> torch.Tensor:
+        """A block in bfloat16 (emulated: rounded to bfloat16, held in float32)."""
+        block = out[:rows.stop - rows.start]
+        block.copy_(x[rows].bfloat16() if emulate_bf16 else x[rows])
+        return block
 
     def screened(rows: slice, cols: slice) -> torch.Tensor:
-        """bfloat16 scores of a block pair."""
-        if rows.start not in operands:
-            operands.clear()
-            operands[rows.start] = operand(rows)
-        sim = operands[rows.start] @ operand(cols).T
-        return sim.bfloat16() if emulate_bf16 else sim
+        """bfloat16 scores of a block pair (valid until the next call)."""
+        if row_operand_of[0] != rows.start:
+            row_operand_of[0] = rows.start
+            convert(rows, row_operand)
+        a = row_operand[:rows.stop - rows.start]
+        b = a if cols == rows else convert(cols, col_operand)
+        out = scores[:a.shape[0] * b.shape[0]].view(a.shape[0], b.shape[0])
+        if emulate_bf16:
+            out.copy_(a @ b.T)
+        else:
+            torch.mm(a, b.T, out=out)
+        return out
 
     max_norm = float(x.norm(dim=1).max())
     u = 2.0 ** -8
     operand_error = 1.01 * (2.0 * (max_norm + d) * d + 2.0 * dim * 2.0 ** -24 * (max_norm + d) ** 2) + 1e-6
 
-    def keep_from(kth: np.ndarray) -> np.ndarray:
-        """The lowest screened score a pair may have and still reach a row's top-k (float32, rounded down)."""
+    def keep_keys(kth: np.ndarray) -> np.ndarray:
+        """Order keys of the lowest screened score a pair may have and still reach a row's top-k."""
         s = kth.astype(np.float64)
         low = s - operand_error - u * np.abs(s) / (1 - u)  # L: final float32 k-th score >= this
         w = low - operand_error  # keep iff s + u |s| / (1 - u) >= w
         thr = np.where(w >= 0, w * (1 - u), w * (1 - u) / (1 - 2 * u))
-        return np.nextafter(thr.astype(np.float32), np.float32(-np.inf))
+        return _bf16_floor_keys(np.nextafter(thr.astype(np.float32), np.float32(-np.inf)))
 
     starts = list(range(0, n, bs))
     kth_best = np.full(n, -np.inf, np.float32)  # k-th best screened score seen, per row
     top_vals = np.full((n, k), -np.inf, np.float32)
-    pool: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    pooled, prune_at = 0, 4 * n + 1_000_000
+    pool = _CandidatePool(n)
 
-    def admit(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
-        nonlocal pooled, pool, prune_at
-        pool.append((rows.astype(np.int32), cols.astype(np.int32), vals))
-        pooled += len(rows)
-        if pooled > prune_at:  # drop what the thresholds have risen past since
-            pool = [_prune(*map(np.concatenate, zip(*pool)), keep_from(kth_best))]
-            pooled = len(pool[0][0])
-            prune_at = max(prune_at, 2 * pooled)
+    def current_keep_keys() -> np.ndarray:
+        return keep_keys(kth_best)
 
     def raise_thresholds(first: int, local_rows: np.ndarray, vals: np.ndarray, grouped: bool) -> None:
         """Merge new screened scores of rows ``first + local_rows`` into the running top-k."""
@@ -346,60 +351,172 @@ def _screened_topk(
         top_vals[rows] = best
         kth_best[rows] = best.min(axis=1)
 
+    scratch = np.empty(0, np.int16)  # grown on first use: most blocks never need it
     with torch.no_grad():
         # diagonal blocks first, so that every row has a threshold before the rest
         for a in starts:
             b = min(a + bs, n)
-            sim = screened(slice(a, b), slice(a, b)).float().numpy()
+            sim = screened(slice(a, b), slice(a, b))
             kk = min(k, b - a)
-            top_vals[a:b, :kk] = -np.partition(-sim, kk - 1, axis=1)[:, :kk]
+            top_vals[a:b, :kk] = torch.topk(sim, kk, dim=1, sorted=False).values.float().numpy()
             kth_best[a:b] = top_vals[a:b].min(axis=1)
-            keep = np.flatnonzero(sim >= keep_from(kth_best[a:b])[:, None])
-            admit(a + keep // (b - a), a + keep % (b - a), sim.ravel()[keep])
+            row_keys = keep_keys(kth_best[a:b])
+            keys = _bf16_order_keys(sim, scratch, lowest=int(row_keys.min()))
+            flat = np.flatnonzero(keys >= row_keys[:, None])
+            pool.add(a, a, flat // (b - a), flat % (b - a), keys.ravel()[flat], np.uint8(1), current_keep_keys)
         pairs = [(a, b) for ai, a in enumerate(starts) for b in starts[ai + 1:]]
-        scratch = np.empty(bs * bs, np.int16)
         for a, b in progress(pairs, total=len(pairs), desc="k-NN blocks"):
             a_end, b_end = min(a + bs, n), min(b + bs, n)
-            keys = _bf16_order_keys(screened(slice(a, a_end), slice(b, b_end)), scratch)
-            nb = keys.shape[1]
-            row_ok = keys >= _bf16_floor_keys(keep_from(kth_best[a:a_end]))[:, None]
-            col_ok = keys >= _bf16_floor_keys(keep_from(kth_best[b:b_end]))[None, :]
-            flat = np.flatnonzero(row_ok | col_ok)
-            r, c = flat // nb, flat % nb
-            vals = _bf16_keys_to_float32(keys.ravel()[flat])
-            for_rows, for_cols = row_ok.ravel()[flat], col_ok.ravel()[flat]
+            row_keys, col_keys = keep_keys(kth_best[a:a_end]), keep_keys(kth_best[b:b_end])
+            lowest = min(int(row_keys.min()), int(col_keys.min()))
+            keys = _bf16_order_keys(screened(slice(a, a_end), slice(b, b_end)), scratch, lowest=lowest)
+            # one pass against the block's lowest threshold (a few % pass), then each survivor
+            # against its row's and its column's; a row with a far lower threshold than the
+            # others would let most of the block through: then every entry is tested
+            flat = np.flatnonzero(keys >= lowest)
+            if len(flat) > keys.size // 16:
+                flat = np.flatnonzero((keys >= row_keys[:, None]) | (keys >= col_keys[None, :]))
+            r, c = np.divmod(flat, keys.shape[1])
+            found = keys.ravel()[flat]
+            for_rows, for_cols = found >= row_keys[r], found >= col_keys[c]
+            either = for_rows | for_cols
+            r, c, found, for_rows, for_cols = r[either], c[either], found[either], for_rows[either], for_cols[either]
+            vals = _bf16_keys_to_float32(found)
             raise_thresholds(a, r[for_rows], vals[for_rows], grouped=True)  # row-major order
             raise_thresholds(b, c[for_cols], vals[for_cols], grouped=False)
-            admit(a + r[for_rows], b + c[for_rows], vals[for_rows])
-            admit(b + c[for_cols], a + r[for_cols], vals[for_cols])
+            pool.add(a, b, r, c, found, for_rows.view(np.uint8) | (for_cols.view(np.uint8) << 1), current_keep_keys)
+        row_operand = col_operand = scores = None  # the buffers go before the re-scoring
 
-    rows, cols, _ = _prune(*map(np.concatenate, zip(*pool)), keep_from(kth_best))
-    del pool
-    order = np.argsort(rows.astype(np.int64) * n + cols)  # pairs are unique: no ties
-    rows, cols = rows[order], cols[order]
-    counts = np.bincount(rows, minlength=n)
-    if counts.min() < k:  # the running top-k always survives; anything else is a bug
-        raise RuntimeError("screened k-NN lost candidates; search again with screen=False")
-    exact = pair_inner_products(x, rows, cols)
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    # by row, then decreasing score, then index: one stable sort of (row, score) keys keeps
-    # the (row, col) order of ties
-    order = np.argsort((rows.astype(np.int64) << 32) | _descending_key(exact), kind="stable")
-    take = (indptr[:-1, None] + np.arange(k)).ravel()
-    sims = exact[order[take]].reshape(n, k)
-    idx = cols[order[take]].astype(np.int64).reshape(n, k)
-    logger.debug("screened k-NN: operand error %.2e, %.1f float32 re-scores per row", operand_error, len(cols) / n)
-    return np.ascontiguousarray(sims), idx
+        pool.rescore(x, keep_keys(kth_best), bs)
+        sims = np.empty((n, k), np.float32)
+        idx = np.empty((n, k), np.int64)
+        for a in starts:
+            local_rows, cols, exact = pool.candidates_of_rows(a, starts)
+            counts = np.bincount(local_rows, minlength=min(a + bs, n) - a)
+            if counts.min() < k:  # the running top-k always survives; anything else is a bug
+                raise RuntimeError("screened k-NN lost candidates; search again with screen=False")
+            order = _order_by_row_score_index(local_rows, exact, cols)
+            first = np.zeros(len(counts), np.int64)
+            np.cumsum(counts[:-1], out=first[1:])
+            take = order[(first[:, None] + np.arange(k)).ravel()]
+            sims[a:a + len(counts)] = exact[take].reshape(-1, k)
+            idx[a:a + len(counts)] = cols[take].reshape(-1, k)
+    logger.debug("screened k-NN: operand error %.2e, %.1f float32 re-scores per row", operand_error,
+                 pool.rescored / n)
+    return sims, idx
 
 
-def _bf16_order_keys(block: torch.Tensor, scratch: np.ndarray) -> np.ndarray:
+class _CandidatePool:
+    """Screened pairs that may still reach a row's top-k, kept per block pair.
+
+    A pair is stored once, by its block pair ``(a, b)`` (``b >= a``), as 16-bit offsets
+    into both blocks and its 16-bit screened key, with flags: bit 0 if it is a
+    candidate for its row's list, bit 1 for its column's (the transposed use).  So one
+    float32 re-score serves both lists, and the pairs of a block pair come out of the
+    screen in row-major order, which is the sampled matmul's CSR order: nothing is
+    sorted.  The pool is pruned in place whenever it has grown by half, against the
+    thresholds that have risen since.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.parts: Dict[Tuple[int, int], Tuple[np.ndarray, ...]] = {}
+        self.size, self.prune_at, self.rescored = 0, 4 * n + 1_000_000, 0
+
+    def add(self, a: int, b: int, r: np.ndarray, c: np.ndarray, keys: np.ndarray,
+            flags: Union[np.ndarray, np.uint8], keep_keys: Callable[[], np.ndarray]) -> None:
+        """Store a block pair's survivors; ``keep_keys()`` gives the current thresholds if a prune is due."""
+        flags = np.broadcast_to(np.asarray(flags, np.uint8), r.shape).copy()
+        self.parts[(a, b)] = (r.astype(np.uint16), c.astype(np.uint16), keys, flags)
+        self.size += len(r)
+        if self.size > self.prune_at:
+            self.prune(keep_keys())
+            self.prune_at = max(self.prune_at, self.size + self.size // 2)
+
+    def prune(self, keep_keys: np.ndarray) -> None:
+        """Drop the pairs that the thresholds have risen past; a part at a time."""
+        self.size = 0
+        for (a, b), (r, c, keys, flags) in self.parts.items():
+            flags = (flags & 1) * (keys >= keep_keys[a:][r]) | (flags & 2) * (keys >= keep_keys[b:][c])
+            keep = flags > 0
+            self.parts[(a, b)] = (r[keep], c[keep], keys[keep], flags[keep].astype(np.uint8))
+            self.size += int(keep.sum())
+
+    def rescore(self, x: torch.Tensor, keep_keys: np.ndarray, bs: int) -> None:
+        """Final prune, then the float32 score of every pair left, in place of its key."""
+        self.prune(keep_keys)
+        n = x.shape[0]
+        for (a, b), (r, c, _, flags) in self.parts.items():
+            exact = _block_pair_products(x[a:min(a + bs, n)], x[b:min(b + bs, n)], r, c)
+            self.parts[(a, b)] = (r, c, exact, flags)
+            self.rescored += len(r)
+
+    def candidates_of_rows(self, a: int, starts: List[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(local row, column, float32 score)`` of every candidate of the rows of block ``a``.
+
+        Row blocks are asked for in increasing order, so a block pair is dropped once
+        both of its blocks have been served.
+        """
+        found = []
+        for b in starts:
+            if b >= a and (a, b) in self.parts:
+                r, c, exact, flags = self.parts[(a, b)]
+                mine = (flags & 1) > 0
+                found.append((r[mine], b + c[mine].astype(np.int64), exact[mine]))
+            elif (b, a) in self.parts:  # served to the rows of block b already
+                r, c, exact, flags = self.parts.pop((b, a))
+                mine = (flags & 2) > 0
+                found.append((c[mine], b + r[mine].astype(np.int64), exact[mine]))
+        self.parts.pop((a, a), None)
+        local_rows, cols, exact = (np.concatenate(part) for part in zip(*found))
+        return local_rows, cols, exact
+
+
+def _block_pair_products(rows_x: torch.Tensor, cols_x: torch.Tensor, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``rows_x[r[t]] . cols_x[c[t]]`` as float32, for pairs sorted by ``r`` (a sampled matmul)."""
+    if len(r) == 0:
+        return np.zeros(0, np.float32)
+    indptr = np.zeros(rows_x.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(r, minlength=rows_x.shape[0]), out=indptr[1:])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+        warnings.filterwarnings("ignore", message=".*[Ss]parse invariant checks are implicitly disabled.*")
+        pattern = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(c.astype(np.int64)),
+                                          torch.zeros(len(c), dtype=rows_x.dtype),
+                                          size=(rows_x.shape[0], cols_x.shape[0]), check_invariants=False)
+        return torch.sparse.sampled_addmm(pattern, rows_x, cols_x.T, beta=0.0).values().numpy()
+
+
+def _order_by_row_score_index(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The permutation that orders pairs by row, then decreasing score, then column.
+
+    One int64 sort of (row, score) keys; exact score ties within a row (duplicated
+    features) are rare, so only their runs are re-ordered by column afterwards.
+    """
+    key = (rows.astype(np.int64) << 32) | _descending_key(scores)
+    order = np.argsort(key)
+    tied = np.flatnonzero(key[order[1:]] == key[order[:-1]])
+    if len(tied):
+        run_start = np.flatnonzero(np.r_[True, np.diff(tied) > 1])
+        for first, last in zip(tied[run_start], np.r_[tied[run_start[1:] - 1], tied[-1]] + 2):
+            run = order[first:last]
+            order[first:last] = run[np.argsort(cols[run], kind="stable")]
+    return order
+
+
+def _bf16_order_keys(block: torch.Tensor, scratch: np.ndarray, lowest: Optional[int] = None) -> np.ndarray:
     """A bfloat16 block's bits as int16 keys that order like the values (in place; -0.0 sorts below 0.0).
 
     Comparing 16-bit keys in NumPy is several times faster than converting a block to
-    float32, and the block is compared twice.
+    float32, and the block is compared twice.  ``lowest``: the lowest key the block
+    will be compared with.  When it is positive the bits are used as they are: those
+    of non-negative values already order like the values, and those of negative values
+    are negative int16, so they fail every comparison as their keys would.
     """
     keys = block.view(torch.int16).numpy()
+    if lowest is not None and lowest > 0:
+        return keys
+    if scratch.size < keys.size:
+        scratch.resize(keys.size, refcheck=False)
     sign = scratch[:keys.size].reshape(keys.shape)
     np.right_shift(keys, 15, out=sign)  # -1 for negative values, 0 otherwise
     np.bitwise_and(sign, np.int16(0x7FFF), out=sign)
@@ -468,13 +585,6 @@ def pair_inner_products(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> 
     return out
 
 
-def _prune(
-    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, keep_from: np.ndarray
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    keep = vals >= keep_from[rows]
-    return rows[keep], cols[keep], vals[keep]
-
-
 def _faiss_flat_gpu(x: torch.Tensor, k: int, query_chunk: int) -> Tuple[np.ndarray, np.ndarray]:
     import faiss
 
@@ -538,28 +648,37 @@ def _faiss_search_chunked(index, xn: np.ndarray, k: int, query_chunk: int) -> Tu
     return sims, idx
 
 
-def _put_self_first(x: torch.Tensor, sims: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _put_self_first(x: torch.Tensor, sims: np.ndarray, idx: np.ndarray,
+                     rows_per_chunk: int = 16384) -> Tuple[np.ndarray, np.ndarray]:
     """Move each point to column 0 of its own list (inserting it if the search dropped it).
 
     The order of the other neighbours is kept; a missing self pushes out the last one.
-    Approximate indexes may also return -1 for unfilled slots: those sort last.
+    Approximate indexes may also return -1 for unfilled slots: those sort last.  Done
+    in place (float32 / int64 inputs), a chunk of rows at a time, so that it needs no
+    second copy of the lists.
     """
+    sims = np.ascontiguousarray(sims, dtype=np.float32)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
     n, k = idx.shape
-    self_idx = np.arange(n, dtype=np.int64)[:, None]
-    is_self = idx == self_idx
-    self_sim = np.where(is_self.any(1), np.where(is_self, sims, -np.inf).max(1), np.nan).astype(np.float32)
-    missing = np.isnan(self_sim)
-    if missing.any():
-        xm = x[torch.from_numpy(np.flatnonzero(missing)).to(x.device)]
-        self_sim[missing] = (xm * xm).sum(1).cpu().numpy()
-    ext_idx = np.concatenate([self_idx, idx], axis=1)
-    ext_sim = np.concatenate([self_sim[:, None], sims], axis=1)
-    drop = np.concatenate([np.zeros((n, 1), bool), is_self | (idx < 0)], axis=1)
-    order = np.argsort(drop, axis=1, kind="stable")[:, :k]
-    out_idx = np.take_along_axis(ext_idx, order, axis=1)
-    out_sim = np.take_along_axis(ext_sim, order, axis=1)
-    # slots an approximate index left empty stay empty (-1), after the real neighbours
-    empty = np.take_along_axis(drop, order, axis=1)
-    out_idx[empty] = -1
-    out_sim[empty] = -np.inf
-    return np.ascontiguousarray(out_sim, dtype=np.float32), np.ascontiguousarray(out_idx, dtype=np.int64)
+    for a in range(0, n, rows_per_chunk):
+        b = min(a + rows_per_chunk, n)
+        s_chunk, i_chunk = sims[a:b], idx[a:b]
+        self_idx = np.arange(a, b, dtype=np.int64)[:, None]
+        is_self = i_chunk == self_idx
+        found = is_self.any(1)
+        self_sim = np.where(is_self, s_chunk, -np.inf).max(1).astype(np.float32)
+        missing = np.flatnonzero(~found)
+        if len(missing):
+            xm = x[torch.from_numpy(a + missing).to(x.device)]
+            self_sim[missing] = (xm * xm).sum(1).cpu().numpy()
+        ext_idx = np.concatenate([self_idx, i_chunk], axis=1)
+        ext_sim = np.concatenate([self_sim[:, None], s_chunk], axis=1)
+        drop = np.concatenate([np.zeros((b - a, 1), bool), is_self | (i_chunk < 0)], axis=1)
+        order = np.argsort(drop, axis=1, kind="stable")[:, :k]
+        i_chunk[:] = np.take_along_axis(ext_idx, order, axis=1)
+        s_chunk[:] = np.take_along_axis(ext_sim, order, axis=1)
+        # slots an approximate index left empty stay empty (-1), after the real neighbours
+        empty = np.take_along_axis(drop, order, axis=1)
+        i_chunk[empty] = -1
+        s_chunk[empty] = -np.inf
+    return sims, idx
