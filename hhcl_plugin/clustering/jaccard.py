@@ -264,7 +264,7 @@ def expanded_jaccard_graph(
             out_data.append(data.copy())
             nearest.append(near.copy())
             nnz_so_far += len(indices)
-    vq = col = None  # freed before the pieces are joined
+    col = None  # freed before the pieces are joined
     dist = sp.csr_matrix(
         (np.concatenate(out_data) if out_data else np.zeros(0, np.float32),
          np.concatenate(out_indices) if out_indices else np.zeros(0, np.int32),
