@@ -282,7 +282,6 @@ def _screened_topk(
     bs = int(max(1, min(block_size, n)))
     if not (emulate_bf16 or cpu_has_bf16_matmul()):
         return None
-    d = max(float(torch.linalg.vector_norm(chunk - chunk.bfloat16().float(), dim=1).max()) for chunk in x.split(bs))
     # reused buffers (no bfloat16 copy of all features is kept): the current row block's
     # operand, converted once for all its pairs, a column block's, and the scores
     operand_dtype = torch.float32 if emulate_bf16 else torch.bfloat16
@@ -310,7 +309,16 @@ def _screened_topk(
             torch.mm(a, b.T, out=out)
         return out
 
-    max_norm = float(x.norm(dim=1).max())
+    # d and M a block at a time, through reused buffers: temporaries of a block's size
+    # (new pages each time) and mixed-dtype arithmetic cost ~20x the conversion itself
+    d = max_norm = 0.0
+    staging = torch.empty(bs, dim)
+    for a in range(0, n, bs):
+        rows = slice(a, min(a + bs, n))
+        residual = staging[:rows.stop - a].copy_(convert(rows, row_operand)).sub_(x[rows])
+        d = max(d, float(torch.linalg.vector_norm(residual, dim=1).max()))
+        max_norm = max(max_norm, float(torch.linalg.vector_norm(x[rows], dim=1).max()))
+    staging = None
     u = 2.0 ** -8
     operand_error = 1.01 * (2.0 * (max_norm + d) * d + 2.0 * dim * 2.0 ** -24 * (max_norm + d) ** 2) + 1e-6
 
