@@ -309,12 +309,12 @@ def _screened_topk(
             torch.mm(a, b.T, out=out)
         return out
 
-    # d and M a block at a time, through reused buffers: temporaries of a block's size
-    # (new pages each time) and mixed-dtype arithmetic cost ~20x the conversion itself
+    # d and M 256 rows at a time, through reused buffers: block-sized temporaries (new
+    # pages each time) and mixed-dtype arithmetic cost ~20x the conversion itself
     d = max_norm = 0.0
-    staging = torch.empty(bs, dim)
-    for a in range(0, n, bs):
-        rows = slice(a, min(a + bs, n))
+    staging = torch.empty(min(256, bs), dim)
+    for a in range(0, n, len(staging)):
+        rows = slice(a, min(a + len(staging), n))
         residual = staging[:rows.stop - a].copy_(convert(rows, row_operand)).sub_(x[rows])
         d = max(d, float(torch.linalg.vector_norm(residual, dim=1).max()))
         max_norm = max(max_norm, float(torch.linalg.vector_norm(x[rows], dim=1).max()))
