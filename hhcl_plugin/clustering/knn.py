@@ -444,7 +444,6 @@ class _CandidatePool:
         self.size = 0
         for (a, b), (r, c, keys, flags) in self.parts.items():
             flags = (flags & 1) * (keys >= keep_keys[a:][r]) | (flags & 2) * (keys >= keep_keys[b:][c])
-            flags = flags.astype(np.uint8, copy=False)
             self.parts[(a, b)] = _compress(flags > 0, r, c, keys, flags)
             self.size += len(self.parts[(a, b)][0])
 
