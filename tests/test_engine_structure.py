@@ -1,8 +1,8 @@
 """The engine's extension surface: hooks from build_hooks, explicit hand-offs, default setup, config layering."""
 import ast
+import gc
 import glob
 import os
-from types import SimpleNamespace
 
 import pytest
 from yacs.config import CfgNode
@@ -13,6 +13,7 @@ from hhcl_plugin.data import build_data
 from hhcl_plugin.engine import CheckpointHook, ClusteringHook, EvalHook, HHCLEngine, HookBase, ReportHook
 from hhcl_plugin.engine.defaults import default_setup
 from hhcl_plugin.engine.hooks import check_hook_order
+from hhcl_plugin.engine.loop_hooks import IterationTimer, LRScheduler, TensorBoardWriter
 from hhcl_plugin.modeling import build_model
 from hhcl_plugin.tools.train import build_parser
 from hhcl_plugin.utils.errors import ConfigError
@@ -22,17 +23,37 @@ CONFIG = f"{REPO}/configs/hhcl_synth.yml"
 
 
 def test_default_hooks_are_in_an_order_that_hands_every_value_over():
-    defaults = [ClusteringHook(), EvalHook(), CheckpointHook(), ReportHook()]
+    defaults = [ClusteringHook(), IterationTimer(), TensorBoardWriter(), LRScheduler(), EvalHook(), CheckpointHook(),
+                ReportHook()]
     check_hook_order(defaults, HHCLEngine.reads)  # does not raise
     with pytest.raises(ValueError, match="CheckpointHook reads engine.evaluation, which no hook before it writes"):
         check_hook_order([ClusteringHook(), CheckpointHook(), EvalHook()], HHCLEngine.reads)
     with pytest.raises(ValueError, match="the training step reads engine.memory, engine.train_loader"):
         check_hook_order([ReportHook()], HHCLEngine.reads)
+    with pytest.raises(ValueError, match="TensorBoardWriter reads engine.speed"):
+        check_hook_order([ClusteringHook(), TensorBoardWriter(), IterationTimer()], HHCLEngine.reads)
+
+
+class EngineView:
+    """A stand-in engine; a plain class, since hooks hold their engine by weak reference."""
+
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+
+def test_a_hook_holds_its_engine_weakly():
+    hook, engine = CheckpointHook(), EngineView()
+    hook.engine = engine
+    assert hook.engine is engine
+    del engine
+    gc.collect()
+    with pytest.raises(RuntimeError, match="CheckpointHook is not registered with a live engine"):
+        hook.engine
 
 
 def test_checkpoint_hook_decides_best_from_the_epochs_evaluation(tmp_path):
     saved = []
-    engine = SimpleNamespace(best_mAP=-1.0, evaluation=None, save=saved.append)
+    engine = EngineView(best_mAP=-1.0, evaluation=None, save=saved.append)
     hook = CheckpointHook()
     hook.engine = engine
     for evaluation in (None, {"mAP": 10.0}, {"mAP": 5.0}, None, {"mAP": 12.5}):
@@ -69,8 +90,9 @@ def test_a_subclass_adds_a_hook_and_after_train_runs_when_training_raises(synth_
     cfg = setup_cfg(CONFIG, tiny_opts(synth_root, str(tmp_path)) + ["SOLVER.MAX_EPOCH", "1"])
     device = default_setup(cfg, build_parser().parse_args([]))
     engine = ProjectEngine(build_data(cfg), build_model(cfg), use_gpu=device.type == "cuda", cfg=cfg)
-    assert [type(h).__name__ for h in engine.hooks] == ["ClusteringHook", "EvalHook", "CheckpointHook",
-                                                        "ReportHook", "Recorder"]
+    assert [type(h).__name__ for h in engine.hooks] == ["ClusteringHook", "IterationTimer", "TensorBoardWriter",
+                                                        "LRScheduler", "EvalHook", "CheckpointHook", "ReportHook",
+                                                        "Recorder"]
     with pytest.raises(RuntimeError, match="stop here"):
         engine.run()
     assert stages == ["before_train", "before_epoch 0: 2 batches", "after_train"]

@@ -52,3 +52,29 @@ def test_hard_negatives_loss_keeps_the_own_cluster_and_the_k_most_similar_others
     loss = memory.losses(logits, torch.tensor([0]))["loss_hard_topk"]
     reference = -torch.log(torch.exp(torch.tensor(1.0)) / (torch.exp(torch.tensor(1.0)) + torch.exp(torch.tensor(5.0))))
     assert torch.allclose(loss, reference)
+
+
+def test_the_project_hook_keeps_its_state_across_a_resume(synth_root, tmp_path):
+    import hard_mining
+    from hhcl_plugin.config import setup_cfg
+    from hhcl_plugin.data import build_data
+    from hhcl_plugin.modeling import build_model
+
+    out = str(tmp_path / "run")
+    args = ["--config-file", os.path.join(PROJECT, "configs", "hard_mining.yml"), *tiny_opts(synth_root, out),
+            "SOLVER.MAX_EPOCH", "1"]
+    assert train_net.main(args) == 0
+    first = json.load(open(os.path.join(out, "cluster_sizes.json")))
+    assert [e["epoch"] for e in first] == [1]
+    assert load_checkpoint(os.path.join(out, "last.pth"))["hooks"]["ClusterSizeHook"] == {"sizes": first}
+
+    cfg = get_cfg()
+    train_net.add_hard_mining_config(cfg)
+    cfg = setup_cfg(args[1], args[2:], cfg)
+    engine = hard_mining.HardMiningEngine(build_data(cfg), build_model(cfg), use_gpu=False, cfg=cfg)
+    hook = next(h for h in engine.hooks if isinstance(h, hard_mining.ClusterSizeHook))
+    engine.resume(os.path.join(out, "last.pth"))
+    assert hook.sizes == first  # handed back by the resume
+    engine.run(max_epoch=2)
+    sizes = json.load(open(os.path.join(out, "cluster_sizes.json")))
+    assert [e["epoch"] for e in sizes] == [1, 2] and sizes[0] == first[0]  # the resumed run lists every epoch

@@ -3,26 +3,21 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from ..config import setup_cfg
-from ..data.image_list import read_image
 from ..data.datasets.folder import IMAGE_EXTENSIONS, list_images as relative_image_paths
 from ..data.transforms import build_transforms
 from ..engine.checkpoint import load_model_weights
+from ..engine.features import ImageLike, extract_features
 from ..modeling import ReIDModel, build_model, resolve_device
 from ..utils.errors import DatasetError
-from ..utils.progress import progress
 
 logger = logging.getLogger(__name__)
-
-ImageLike = Union[str, Image.Image]
 
 
 def list_images(folder: str) -> List[str]:
@@ -33,18 +28,6 @@ def list_images(folder: str) -> List[str]:
     if not paths:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
     return paths
-
-
-class _Images(Dataset):
-    def __init__(self, images: Sequence[ImageLike], transform: Callable) -> None:
-        self.images, self.transform = list(images), transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        img = self.images[i]
-        return self.transform(read_image(img) if isinstance(img, str) else img.convert("RGB"))
 
 
 class Embedder:
@@ -70,12 +53,11 @@ class Embedder:
     def from_config(cls, config_file: str, opts: Sequence[str] = ()) -> "Embedder":
         return cls(setup_cfg(config_file, opts))
 
-    @torch.no_grad()
-    def embed(self, images: Sequence[ImageLike], batch_size: int = 0, num_workers: Optional[int] = None) -> np.ndarray:
-        """Features of ``images`` (paths or PIL images), in order, as a float32 (N, D) array."""
-        loader = DataLoader(_Images(images, self.transform), batch_size=batch_size or self.cfg.TEST.IMS_PER_BATCH,
-                            num_workers=self.cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
-        chunks = [self.model(batch.to(self.device)).float().cpu() for batch in progress(loader, desc="embedding")]
-        if not chunks:
-            return np.zeros((0, self.model.feat_dim), np.float32)
-        return torch.cat(chunks).numpy()
+    def embed(self, images: Union[DataLoader, Sequence[ImageLike]], batch_size: int = 0,
+              num_workers: Optional[int] = None) -> np.ndarray:
+        """Features of ``images`` (paths or PIL images, or a loader of ``{"img": ...}`` batches), in order,
+        as a float32 (N, D) array: :func:`~hhcl_plugin.engine.features.extract_features`, as training's."""
+        return extract_features(self.model, images, self.device, desc="embedding", transform=self.transform,
+                                batch_size=batch_size or self.cfg.TEST.IMS_PER_BATCH,
+                                num_workers=self.cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers
+                                ).numpy()

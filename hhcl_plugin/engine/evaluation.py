@@ -1,4 +1,4 @@
-"""Feature extraction and retrieval metrics (torchreid's CMC and mAP)."""
+"""Retrieval metrics (torchreid's CMC and mAP); features come from :func:`.features.extract_features`."""
 from __future__ import annotations
 
 import logging
@@ -6,24 +6,10 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
 from ..utils import torchreid_compat as tr
-from ..utils.progress import progress
 
 logger = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "features") -> torch.Tensor:
-    """L2-normalised features of every image of ``loader``, in loader order, on the CPU."""
-    was_training = model.training
-    model.eval()
-    chunks = [model(batch["img"].to(device, non_blocking=True)).float().cpu()
-              for batch in progress(loader, desc=desc, unit="batch")]
-    model.train(was_training)
-    return torch.cat(chunks)
 
 
 def distance_matrix(a: torch.Tensor, b: torch.Tensor, metric: str = "cosine") -> np.ndarray:

@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from tabulate import tabulate
-from torch.utils.tensorboard import SummaryWriter
 from yacs.config import CfgNode
 
 from ..config.config import check_cfg, merge_from_list, setup_cfg
@@ -31,8 +30,10 @@ from .build import ENGINE_REGISTRY
 from .checkpoint import load_checkpoint_or_previous, rng_state, save_checkpoint, set_rng_state
 from .cluster_grid_hook import ClusterGridHook
 from .defaults import check_registered_parts
-from .evaluation import distance_matrix, evaluate_retrieval, extract_features
+from .evaluation import distance_matrix, evaluate_retrieval
+from .features import extract_features
 from .hooks import CheckpointHook, ClusteringHook, EvalHook, HookBase, check_hook_order
+from .loop_hooks import IterationTimer, LRScheduler, NoWriter, TensorBoardWriter
 from .report import ReportHook, save_ranked_results
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ class ImageHHCLEngine(tr.Engine):
     hooks of :meth:`build_hooks`.
     """
 
-    # what the training step takes from the hooks (see HookBase)
-    reads = ("memory", "train_loader")
+    # what the engine takes from the hooks (see HookBase): the step's memory and batches, the
+    # epoch's cluster statistics for metrics.json, the labels for checkpoints
+    reads = ("memory", "train_loader", "pseudo_labels", "epoch_stats")
 
     def __init__(self, datamanager: Any, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                  scheduler: Optional[Any] = None, use_gpu: bool = True, cfg: Optional[CfgNode] = None) -> None:
@@ -90,17 +92,21 @@ class ImageHHCLEngine(tr.Engine):
                                               max_epoch=cfg.SOLVER.MAX_EPOCH)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.register_model("model", self.model, self.optimizer, self.scheduler)
-        self.writer = _NoWriter()  # TensorBoard's, in OUTPUT_DIR, once run() knows it
+        self.writer: Any = NoWriter()  # TensorBoard's, in OUTPUT_DIR, while TensorBoardWriter holds it open
         self.start_epoch, self.max_epoch = 0, cfg.SOLVER.MAX_EPOCH
+        self.iter = 0
         self.best_mAP = -1.0
         self.metrics: Dict = {"evaluations": []}
-        self.warned_input_bound = False
+        self.step_losses: Dict[str, float] = {}  # the last step's loss terms
+        self.epoch_loss_sums: Dict[str, float] = {}  # their sums over the epoch so far
+        self.progress_bar: Any = None
         self.last_distmat: Optional[np.ndarray] = None
         # written by the hooks (see HookBase)
         self.memory = None
         self.pseudo_labels: Optional[np.ndarray] = None
         self.epoch_stats: Dict = {}
         self.evaluation: Optional[Dict[str, float]] = None
+        self.speed: Dict[str, float] = {}
         self.hooks: List[HookBase] = []
         self.register_hooks(self.build_hooks())
 
@@ -117,7 +123,8 @@ class ImageHHCLEngine(tr.Engine):
 
     def build_hooks(self) -> List[HookBase]:
         """The hooks, in call order; a project overrides this, e.g. ``return super().build_hooks() + [MyHook()]``."""
-        hooks = [ClusteringHook(), EvalHook(), CheckpointHook(), ReportHook()]
+        hooks = [ClusteringHook(), IterationTimer(), TensorBoardWriter(), LRScheduler(), EvalHook(), CheckpointHook(),
+                 ReportHook()]
         if not (self.data.query and self.data.gallery):  # no test split: the pictures are the view of the clusters
             hooks.insert(1, ClusterGridHook())
         return hooks
@@ -132,6 +139,18 @@ class ImageHHCLEngine(tr.Engine):
     def _call(self, stage: str) -> None:
         for hook in self.hooks:
             getattr(hook, stage)()
+
+    def _hooks_by_key(self) -> Dict[str, HookBase]:
+        """Each hook under its class name (``Name.2`` for a second one): its key in the checkpoint."""
+        keyed: Dict[str, HookBase] = {}
+        for hook in self.hooks:
+            name = type(hook).__name__
+            key, n = name, 1
+            while key in keyed:
+                n += 1
+                key = f"{name}.{n}"
+            keyed[key] = hook
+        return keyed
 
     # ------------------------------------------------------------------ training
     def run(self, save_dir: Optional[str] = None, max_epoch: Optional[int] = None, start_epoch: Optional[int] = None,
@@ -163,11 +182,15 @@ class ImageHHCLEngine(tr.Engine):
         self.max_epoch = self.cfg.SOLVER.MAX_EPOCH
         if start_epoch is not None:
             self.start_epoch = start_epoch
-        if comm.is_main_process():
-            self.writer = SummaryWriter(log_dir=os.path.join(self.cfg.OUTPUT_DIR, "tensorboard"))
         if test_only:
-            result = self.evaluate("evaluation")
-            self.writer.close()
+            writers = [hook for hook in self.hooks if isinstance(hook, TensorBoardWriter)]
+            for writer in writers:
+                writer.open()
+            try:
+                result = self.evaluate("evaluation")
+            finally:
+                for writer in writers:
+                    writer.close()
         else:
             result = self.train()
         if visrank and comm.is_main_process():
@@ -184,54 +207,28 @@ class ImageHHCLEngine(tr.Engine):
                 self._call("before_epoch")
                 self.train_one_epoch()
                 comm.broadcast_buffers(self.model)
-                self.update_lr()
                 self._call("after_epoch")
         finally:  # figures of a stopped run too
             self._call("after_train")
-            self.writer.close()
         logger.info("training done in %.1f min", (time.perf_counter() - start) / 60)
         self.log_summary()
         return self.metrics
 
     def train_one_epoch(self) -> None:
+        """One pass over ``train_loader``: the hooks' ``before_step``/``after_step`` around each step."""
         self.set_model_mode("train")
         self.memory.train()
-        sums: Dict[str, float] = {}
-        timer = _IterationTimer(self.cfg.SOLVER.IMS_PER_BATCH * comm.get_world_size())
-        bar = progress(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", unit="it")
-        for it, data in enumerate(bar):
-            timer.data_ready()
-            losses = self.forward_backward(data)
-            timer.step_done()
+        self.epoch_loss_sums = sums = {}
+        self.progress_bar = progress(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", unit="it")
+        for self.iter, data in enumerate(self.progress_bar):
+            self._call("before_step")
+            self.step_losses = losses = self.forward_backward(data)
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
-            step = self.epoch * len(self.train_loader) + it
-            if (it + 1) % self.cfg.SOLVER.LOG_PERIOD == 0 or it + 1 == len(self.train_loader):
-                means = {k: v / (it + 1) for k, v in sums.items()}
-                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
-                speed = timer.window()
-                logger.info("epoch %d iter %d/%d  %s  lr %.2e  %.3f s/it (data %.3f)  %.0f img/s", self.epoch + 1,
-                            it + 1, len(self.train_loader), "  ".join(f"{k} {v:.4f}" for k, v in means.items()),
-                            self.get_current_lr(), speed["iter_s"], speed["data_s"], speed["images_per_s"])
-                for key, value in speed.items():
-                    self.writer.add_scalar(f"time/{key}", value, step)
-            for key, value in losses.items():
-                self.writer.add_scalar(f"train/{key}", value, step)
-        self.writer.add_scalar("train/lr", self.get_current_lr(), self.epoch)
-        self._warn_if_input_bound(timer.data_share())
+            self._call("after_step")
         self.metrics.setdefault("epochs", []).append(
             {"epoch": self.epoch + 1, **{k: v / len(self.train_loader) for k, v in sums.items()},
              "lr": self.get_current_lr(), **self.epoch_stats})
-
-    def _warn_if_input_bound(self, data_share: float) -> None:
-        """Say once when the GPU waits for images: the recipe's 4 workers feed ~1,600 images/s
-        at 256x128 (about 400 per core measured on a CPU), a few times less than a recent GPU trains."""
-        if self.device.type != "cuda" or data_share < 0.25 or self.warned_input_bound:
-            return
-        self.warned_input_bound = True
-        logger.warning("epoch %d: training waited for the data loader %.0f%% of the time; raise "
-                       "DATALOADER.NUM_WORKERS (now %d) up to the CPU cores available",
-                       self.epoch + 1, 100 * data_share, self.cfg.DATALOADER.NUM_WORKERS)
 
     def forward_backward(self, data: Dict) -> Dict[str, float]:
         images, targets = self.parse_data_for_train(data)
@@ -301,6 +298,8 @@ class ImageHHCLEngine(tr.Engine):
         if self.memory is not None:  # the epoch's memory and labels, for inspection and tools
             state["memory"] = {"mode": type(self.memory).__name__, "bank": self.memory.bank.detach().cpu()}
             state["pseudo_labels"] = torch.as_tensor(self.pseudo_labels)
+        hooks = {key: hook.state_dict() for key, hook in self._hooks_by_key().items()}
+        state["hooks"] = {key: value for key, value in hooks.items() if value}
         return state
 
     def save(self, name: str) -> None:
@@ -316,6 +315,9 @@ class ImageHHCLEngine(tr.Engine):
         self.start_epoch, self.best_mAP, self.metrics = ckpt["epoch"], ckpt["best_mAP"], ckpt["metrics"]
         if "pseudo_labels" in ckpt:
             self.pseudo_labels = ckpt["pseudo_labels"].numpy()
+        for key, hook in self._hooks_by_key().items():
+            if key in ckpt.get("hooks", {}):
+                hook.load_state_dict(ckpt["hooks"][key])
         set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
 
@@ -331,53 +333,6 @@ def _with_run_arguments(cfg: CfgNode, values: Dict[str, Any]) -> CfgNode:
     check_cfg(cfg)
     cfg.freeze()
     return cfg
-
-
-class _IterationTimer:
-    """Seconds per iteration and the part spent waiting for the batch, as detectron2 logs them.
-
-    The step ends with the loss read back to the host, so on a GPU the wall time is the
-    device's time too.
-    """
-
-    def __init__(self, images_per_iteration: int) -> None:
-        self.images = images_per_iteration
-        self.end = self.fetched = time.perf_counter()
-        self.epoch_data = self.epoch_total = 0.0
-        self.window_data = self.window_total = 0.0
-        self.window_iterations = 0
-
-    def data_ready(self) -> None:
-        self.fetched = time.perf_counter()
-
-    def step_done(self) -> None:
-        now = time.perf_counter()
-        data, total = self.fetched - self.end, now - self.end
-        self.end = now
-        self.epoch_data += data
-        self.epoch_total += total
-        self.window_data += data
-        self.window_total += total
-        self.window_iterations += 1
-
-    def window(self) -> Dict[str, float]:
-        """Means since the previous call."""
-        n = max(self.window_iterations, 1)
-        speed = {"iter_s": self.window_total / n, "data_s": self.window_data / n,
-                 "images_per_s": self.images * n / self.window_total if self.window_total > 0 else 0.0}
-        self.window_data = self.window_total = 0.0
-        self.window_iterations = 0
-        return speed
-
-    def data_share(self) -> float:
-        return self.epoch_data / self.epoch_total if self.epoch_total > 0 else 0.0
-
-
-class _NoWriter:
-    """Stands in for the TensorBoard writer on ranks other than 0."""
-
-    def add_scalar(self, *args, **kwargs) -> None: ...
-    def close(self) -> None: ...
 
 
 HHCLEngine = ImageHHCLEngine  # its registered name

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from ..data import build_test_loader, build_train_loader, build_train_sampler
 from ..memory import build_memory
 from ..utils import comm
 from ..utils.errors import ClusteringError
-from .evaluation import extract_features
+from .features import extract_features
 from .run_dir import write_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,23 +36,27 @@ logger = logging.getLogger(__name__)
 
 
 class HookBase:
-    """One step of training, called by the engine at four points of the run.
+    """One step of training, called by the engine at six points of the run.
 
     Call order, for the hooks in the order :meth:`HHCLEngine.build_hooks` lists them::
 
         before_train                       every hook, once (after a resume too)
         for each epoch:
             before_epoch                   every hook
-            (the engine trains one epoch: reads ``memory`` and ``train_loader``)
+            for each batch (the engine's loop; it reads ``memory`` and ``train_loader``):
+                before_step                every hook, once the batch is fetched
+                (the engine's step: ``step_losses``, added to ``epoch_loss_sums``)
+                after_step                 every hook
             after_epoch                    every hook
         after_train                        every hook, once, also when training raised
 
     Every hook may read the engine's own state: ``cfg``, ``data`` (train, query and gallery
-    items, transforms), ``model``, ``device``, ``epoch`` (0-based), ``max_epoch``,
-    ``metrics`` (what ``metrics.json`` holds), ``best_mAP``, ``writer`` (TensorBoard), and
-    call ``evaluate()`` and ``save()``.  What one hook hands to another goes through the
-    engine attributes named in ``writes`` (by the producer) and ``reads`` (by the consumer);
-    the engine refuses a hook list in which a hook reads what no earlier hook writes, so a
+    items, transforms), ``model``, ``device``, ``epoch`` (0-based), ``iter`` (0-based, within
+    the epoch), ``max_epoch``, ``metrics`` (what ``metrics.json`` holds), ``best_mAP``,
+    ``writer`` (TensorBoard), ``step_losses`` and ``epoch_loss_sums``, and call ``evaluate()``,
+    ``save()``, ``update_lr()``.  What one hook hands to another goes through the engine
+    attributes named in ``writes`` (by the producer) and ``reads`` (by the consumer); the
+    engine refuses a hook list in which a hook reads what no earlier hook writes, so a
     hand-off never depends on an order nobody checks.  The defaults:
 
     ==================  =======================================  ==============================
@@ -61,21 +66,49 @@ class HookBase:
                         epoch_stats (before_epoch)
     ClusterGridHook     ``plots/clusters_epochNNN.png``          pseudo_labels, epoch_stats
     (no query/gallery)  (before_epoch)
+    IterationTimer      speed (after_step)                       (engine state only)
+    TensorBoardWriter   ``tensorboard/``, the log lines          speed
+    LRScheduler         (steps the LR after_epoch)               (engine state only)
     EvalHook            evaluation (after_epoch; None when the   epoch_stats
                         epoch is not evaluated)
     CheckpointHook      best_mAP, ``last.pth``, ``best.pth``     evaluation
     ReportHook          ``plots/``, ``ranked/`` (after_train)    (engine state only)
     ==================  =======================================  ==============================
+
+    A hook holds its engine through a weak reference (the engine holds its hooks), and may
+    keep state of its own across epochs: what :meth:`state_dict` returns (numbers, strings,
+    tensors, and lists and dicts of them) is saved in every checkpoint and handed back to
+    :meth:`load_state_dict` by ``--resume``.
     """
 
-    engine: "HHCLEngine"
     reads: Tuple[str, ...] = ()
     writes: Tuple[str, ...] = ()
+    _engine: Optional["weakref.ReferenceType[HHCLEngine]"] = None
+
+    @property
+    def engine(self) -> "HHCLEngine":
+        engine = self._engine() if self._engine is not None else None
+        if engine is None:
+            raise RuntimeError(f"{type(self).__name__} is not registered with a live engine (register_hooks)")
+        return engine
+
+    @engine.setter
+    def engine(self, engine: "HHCLEngine") -> None:
+        self._engine = weakref.ref(engine)
 
     def before_train(self) -> None: ...
     def before_epoch(self) -> None: ...
+    def before_step(self) -> None: ...
+    def after_step(self) -> None: ...
     def after_epoch(self) -> None: ...
     def after_train(self) -> None: ...
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The hook's own state, for checkpoints; empty (nothing saved) by default."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned, on ``--resume``."""
 
 
 def check_hook_order(hooks: Sequence[HookBase], engine_reads: Sequence[str]) -> None:

@@ -22,7 +22,7 @@ from ..clustering import build_clusterer
 from ..clustering.eps_rule import AUTO, EpsSetting, check_eps, largest_eps, resolve_eps
 from ..clustering.summary import cluster_summary, has_ground_truth
 from ..config import setup_cfg
-from ..data import build_data
+from ..data import build_data, build_test_loader
 from ..deploy import Embedder
 from ..engine.cluster_grid import draw_cluster_grid
 from ..utils.errors import ConfigError
@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     clusterer = build_sweeping_clusterer(cfg)
     data = build_data(cfg)
     paths = [path for path, _, _ in data.train]
-    features = Embedder(cfg).embed(paths)
+    # the dataset's test transform and test loader: the features training clusters
+    features = Embedder(cfg).embed(build_test_loader(cfg, data.train, data.transform_test))
     gt = data.train_ground_truth if has_ground_truth(data.train_ground_truth) else None
     rows = sweep(clusterer, features, eps_settings, gt)
     logger.info("clusterings of the %d training images of %s (CLUSTER.K1 %d, K2 %d, MIN_SAMPLES %d):\n%s",

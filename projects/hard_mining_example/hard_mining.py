@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List
 
@@ -17,6 +16,7 @@ import torch
 from yacs.config import CfgNode
 
 from hhcl_plugin.engine import ENGINE_REGISTRY, HookBase, ImageHHCLEngine
+from hhcl_plugin.engine.run_dir import write_json
 from hhcl_plugin.memory import MEMORY_REGISTRY
 from hhcl_plugin.memory.cluster_memory import CMhard
 from hhcl_plugin.utils import comm
@@ -52,7 +52,11 @@ class CMhardTopK(CMhard):
 
 
 class ClusterSizeHook(HookBase):
-    """Each epoch's cluster sizes (largest first) in ``cluster_sizes.json`` (rank 0)."""
+    """Each epoch's cluster sizes (largest first) in ``cluster_sizes.json`` (rank 0).
+
+    The sizes of the epochs so far are the hook's state: checkpoints keep them and ``--resume``
+    hands them back, so a resumed run's file still lists every epoch.
+    """
 
     reads = ("pseudo_labels",)
 
@@ -64,8 +68,13 @@ class ClusterSizeHook(HookBase):
         labels = eng.pseudo_labels[eng.pseudo_labels >= 0]
         self.sizes.append({"epoch": eng.epoch + 1, "sizes": sorted(np.bincount(labels).tolist(), reverse=True)})
         if comm.is_main_process():
-            with open(os.path.join(eng.cfg.OUTPUT_DIR, "cluster_sizes.json"), "w") as f:
-                json.dump(self.sizes, f)
+            write_json(os.path.join(eng.cfg.OUTPUT_DIR, "cluster_sizes.json"), self.sizes)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"sizes": self.sizes}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.sizes = list(state["sizes"])
 
 
 @ENGINE_REGISTRY.register()
