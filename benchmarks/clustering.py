@@ -128,7 +128,8 @@ def worker(args: argparse.Namespace) -> None:
     """One measurement; prints a JSON row on stdout and saves the labels."""
     import torch
 
-    from hhcl_plugin.clustering import build_clusterer, make_clustered_features
+    from hhcl_plugin.clustering import build_clusterer
+    from hhcl_plugin.testing.synthetic_features import make_clustered_features
     from hhcl_plugin.config import setup_cfg
 
     torch.set_num_threads(os.cpu_count() or 1)

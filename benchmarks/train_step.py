@@ -17,7 +17,7 @@ Per mode, three timings of the bank update and one of the whole memory step:
   groups a GPU uses (views and allocations not counted): each is a kernel launch there,
   and at small batches a GPU step is bound by the host issuing them.
 
-The loop is :mod:`hhcl_plugin.memory.reference`, written the way the official code
+The loop is :mod:`hhcl_plugin.testing.memory_reference`, written the way the official code
 updates its banks (group the batch by cluster, then one row at a time); both run in the
 same process on the same inputs, and the table gives medians over ``--repeats`` pairs.
 
@@ -43,7 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hhcl_plugin.config import get_cfg  # noqa: E402
 from hhcl_plugin.memory import build_memory  # noqa: E402
-from hhcl_plugin.memory.reference import banks_of, reference_loss, reference_update_  # noqa: E402
+from hhcl_plugin.testing.memory_reference import banks_of, reference_loss, reference_update_  # noqa: E402
 
 MODES = ("CM", "CMhard", "CMhybrid", "CMhybrid_v2")
 

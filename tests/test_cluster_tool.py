@@ -8,12 +8,13 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import tiny_opts
-from hhcl_plugin.clustering import build_clusterer, make_clustered_features
+from hhcl_plugin.clustering import build_clusterer
 from hhcl_plugin.clustering.eps_rule import auto_eps
 from hhcl_plugin.config import setup_cfg
 from hhcl_plugin.data import build_data
 from hhcl_plugin.deploy import Embedder
 from hhcl_plugin.engine.cluster_grid import draw_cluster_grid
+from hhcl_plugin.testing.synthetic_features import make_clustered_features
 from hhcl_plugin.tools.cluster import format_table, main, sweep
 from hhcl_plugin.utils.errors import ConfigError
 

@@ -13,11 +13,11 @@ from hhcl_plugin.clustering import (
     compute_jaccard_distance_sparse,
     dbscan_precomputed_sparse,
     knn_search,
-    make_clustered_features,
     relabel_consecutive,
 )
 from hhcl_plugin.clustering.knn import _descending_key
 from hhcl_plugin.config import setup_cfg
+from hhcl_plugin.testing.synthetic_features import make_clustered_features
 from hhcl_plugin.utils.errors import ClusteringError
 
 

@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 from test_distributed import join_group, spawn
 
-from hhcl_plugin.clustering import build_clusterer, build_knn_graph, cluster_on_all_ranks, make_clustered_features
+from hhcl_plugin.clustering import build_clusterer, build_knn_graph, cluster_on_all_ranks
+from hhcl_plugin.testing.synthetic_features import make_clustered_features
 from hhcl_plugin.clustering.distributed import shard_bounds, sharded_knn_graph
 from hhcl_plugin.config import setup_cfg
 from hhcl_plugin.utils import comm

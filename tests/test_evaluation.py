@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hhcl_plugin.clustering.synthetic import make_clustered_features
+from hhcl_plugin.testing.synthetic_features import make_clustered_features
 from hhcl_plugin.engine import evaluate_retrieval
 
 

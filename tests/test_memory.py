@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hhcl_plugin.config.config import get_cfg
 from hhcl_plugin.memory import (MEMORY_REGISTRY, CMhard, CMhybrid, CMhybrid_v2, batch_groups, batch_instance_slots,
                                build_memory)
-from hhcl_plugin.memory.reference import banks_of, reference_loss, reference_update_, smoothed_cross_entropy
+from hhcl_plugin.testing.memory_reference import banks_of, reference_loss, reference_update_, smoothed_cross_entropy
 
 MODES = ["CM", "CMhard", "CMhybrid", "CMhybrid_v2"]
 C, D, K, B = 7, 16, 3, 24

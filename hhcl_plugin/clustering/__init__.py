@@ -18,7 +18,6 @@ from .jaccard import (
 )
 from .knn import KNNGraph, build_knn_graph, knn_search, prepare_features
 from .result import ClusteringResult, nearest_distance_stats
-from .synthetic import make_clustered_features
 
 __all__ = [
     "CLUSTERER_REGISTRY",
@@ -44,5 +43,4 @@ __all__ = [
     "knn_search",
     "prepare_features",
     "sparse_jaccard_graph",
-    "make_clustered_features",
 ]

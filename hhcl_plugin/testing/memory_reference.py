@@ -1,7 +1,7 @@
 """Plain per-sample / per-cluster loop version of the memory step: an oracle, not for training.
 
 Written the way the official code reads (group the batch by cluster in a dict, loop,
-one row at a time) and independently of :mod:`.cluster_memory`, so the tests can check
+one row at a time) and independently of :mod:`hhcl_plugin.memory.cluster_memory`, so the tests can check
 the vectorised memories against it and the benchmark can time the two side by side.
 It is slow on purpose; nothing in the training path imports it.
 
@@ -14,7 +14,7 @@ from typing import Dict, List
 
 import torch
 
-from .cluster_memory import ClusterMemory
+from ..memory.cluster_memory import ClusterMemory
 
 Banks = Dict[str, torch.Tensor]
 
