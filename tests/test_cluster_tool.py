@@ -170,10 +170,14 @@ def test_grid_hook_writes_each_epochs_clustering_under_plots(tiny, tmp_path):
 
     data = tiny[2]
     labels = np.where(np.arange(len(data.train)) % 5 == 0, -1, np.arange(len(data.train)) % 7)
+    class EngineView(SimpleNamespace):  # a hook holds its engine by weak reference: a class that allows one
+        pass
+
     hook = ClusterGridHook()
-    hook.engine = SimpleNamespace(cfg=SimpleNamespace(OUTPUT_DIR=str(tmp_path), SEED=1), data=data,
-                                  pseudo_labels=labels, epoch_stats={"clusters": 7, "outlier_ratio": 0.2, "eps": 0.5})
-    for hook.engine.epoch in (0, 1):
+    engine = EngineView(cfg=SimpleNamespace(OUTPUT_DIR=str(tmp_path), SEED=1), data=data,
+                        pseudo_labels=labels, epoch_stats={"clusters": 7, "outlier_ratio": 0.2, "eps": 0.5})
+    hook.engine = engine
+    for engine.epoch in (0, 1):
         hook.before_epoch()
     names = sorted(os.listdir(tmp_path / "plots"))
     assert names == ["clusters_epoch001.png", "clusters_epoch002.png"]

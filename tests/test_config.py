@@ -95,3 +95,41 @@ def test_defaults_are_not_mutated_by_setup():
 def test_every_shipped_config_loads(path):
     cfg = setup_cfg(path)
     assert cfg.DATASETS.NAMES and 0 < cfg.CLUSTER.EPS < 1
+
+
+def test_the_config_object_merges_files_and_lists_the_way_setup_cfg_does(tmp_path):
+    """detectron2's habit, cfg.merge_from_file(path), follows _BASE_ and takes CLUSTER.EPS auto."""
+    base = tmp_path / "base.yml"
+    base.write_text("SOLVER:\n  MAX_EPOCH: 7\nCLUSTER:\n  EPS: auto\n")
+    child = tmp_path / "child.yml"
+    child.write_text("_BASE_: base.yml\nSOLVER:\n  BASE_LR: 0.01\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(child))
+    cfg.merge_from_list(["SOLVER.ITERS", "5"])
+    assert (cfg.SOLVER.MAX_EPOCH, cfg.SOLVER.BASE_LR, cfg.CLUSTER.EPS, cfg.SOLVER.ITERS) == (7, 0.01, "auto", 5)
+    assert cfg == setup_cfg(str(child), ["SOLVER.ITERS", "5"])
+    cfg.merge_from_list(["CLUSTER.EPS", "0.4"])
+    assert cfg.CLUSTER.EPS == 0.4
+
+
+def test_a_project_adds_value_rules_for_its_own_keys():
+    from yacs.config import CfgNode
+
+    from hhcl_plugin.config.checks import Number
+
+    def add_project_config(cfg):
+        cfg.PROJECT = CfgNode()
+        cfg.PROJECT.WEIGHT = 1.0
+        cfg.add_rules({"PROJECT.WEIGHT": Number(lo=0, hi=1)},
+                      [(("PROJECT.WEIGHT", "MEMORY.TEMP"), lambda w, t: w <= 10 * t, "PROJECT.WEIGHT <= 10 MEMORY.TEMP")])
+
+    base = get_cfg()
+    add_project_config(base)
+    assert setup_cfg("", ["PROJECT.WEIGHT", "0.5"], base.clone()).PROJECT.WEIGHT == 0.5
+    with pytest.raises(ConfigError, match=r"PROJECT.WEIGHT is 2.0, expected a number in \[0, 1\]"):
+        setup_cfg("", ["PROJECT.WEIGHT", "2.0"], base.clone())  # clone() keeps the project's rules
+    with pytest.raises(ConfigError, match="PROJECT.WEIGHT <= 10 MEMORY.TEMP"):
+        setup_cfg("", ["PROJECT.WEIGHT", "1.0", "MEMORY.TEMP", "0.05"], base.clone())
+    with pytest.raises(ValueError, match="PROJECT.OTHER"):
+        base.add_rules({"PROJECT.OTHER": Number()})
+    setup_cfg("", ["MEMORY.TEMP", "0.05"])  # the plugin's own defaults know none of it

@@ -65,7 +65,7 @@ def memory_worker(rank, world, port, out):
 
 def train_worker(rank, world, port, root, out):
     join_group(rank, world, port)
-    from hhcl_plugin.engine import hooks
+    from hhcl_plugin.engine import build_engine, hooks
     from hhcl_plugin.tools.train import build_parser, setup
 
     if rank == 1:  # banks built from features rounded otherwise, as a GPU's unordered sums may give
@@ -74,11 +74,13 @@ def train_worker(rank, world, port, root, out):
 
     opts = tiny_opts(root, os.path.join(out, "run")) + ["SOLVER.MAX_EPOCH", "1", "SOLVER.ITERS", "3",
                                                       "SOLVER.IMS_PER_BATCH", "8", "INPUT.TRANSFORMS", "[]"]
-    engine = setup(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts]))
-    engine.run()
+    with setup(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts])) as run:
+        engine = build_engine(run.cfg, run.device)
+        engine.run()
     try:  # SyncBatchNorm has no CPU kernels: the engine must refuse at setup, not at the first step
-        setup(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts,
-                                         "OUTPUT_DIR", os.path.join(out, "sync_bn"), "MODEL.SYNC_BN", "True"]))
+        with setup(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts, "OUTPUT_DIR",
+                                              os.path.join(out, "sync_bn"), "MODEL.SYNC_BN", "True"])) as run:
+            build_engine(run.cfg, run.device)
         sync_bn_error = ""
     except ConfigError as e:
         sync_bn_error = str(e)

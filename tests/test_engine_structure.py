@@ -88,13 +88,14 @@ def test_a_subclass_adds_a_hook_and_after_train_runs_when_training_raises(synth_
             return super().build_hooks() + [Recorder(stages)]
 
     cfg = setup_cfg(CONFIG, tiny_opts(synth_root, str(tmp_path)) + ["SOLVER.MAX_EPOCH", "1"])
-    device = default_setup(cfg, build_parser().parse_args([]))
-    engine = ProjectEngine(build_data(cfg), build_model(cfg), use_gpu=device.type == "cuda", cfg=cfg)
-    assert [type(h).__name__ for h in engine.hooks] == ["ClusteringHook", "IterationTimer", "TensorBoardWriter",
-                                                        "LRScheduler", "EvalHook", "CheckpointHook", "ReportHook",
-                                                        "Recorder"]
-    with pytest.raises(RuntimeError, match="stop here"):
-        engine.run()
+    with default_setup(cfg, build_parser().parse_args([])) as run:
+        engine = ProjectEngine(build_data(run.cfg), build_model(run.cfg), use_gpu=run.device.type == "cuda",
+                               cfg=run.cfg)
+        assert [type(h).__name__ for h in engine.hooks] == ["ClusteringHook", "IterationTimer", "TensorBoardWriter",
+                                                            "LRScheduler", "EvalHook", "CheckpointHook", "ReportHook",
+                                                            "Recorder"]
+        with pytest.raises(RuntimeError, match="stop here"):
+            engine.run()
     assert stages == ["before_train", "before_epoch 0: 2 batches", "after_train"]
     assert os.path.isfile(tmp_path / "plots" / "retrieval.png")  # ReportHook ran after the failure too
 
@@ -106,10 +107,15 @@ def test_default_setup_checks_parts_before_writing_anything(tmp_path):
         default_setup(cfg, build_parser().parse_args([]))
     assert not out.exists()
     cfg = setup_cfg("", ["MODEL.DEVICE", "cpu", "SEED", "7", "OUTPUT_DIR", str(out)])
-    device = default_setup(cfg, build_parser().parse_args([]))
-    assert device.type == "cpu"
-    assert setup_cfg(str(out / "config.yaml")).SEED == 7
-    assert "output in " + str(out) in open(out / "log.txt").read()
+    with default_setup(cfg, build_parser().parse_args([])) as run:
+        assert run.device.type == "cpu" and run.cfg.OUTPUT_DIR == str(out) and run.cfg.is_frozen()
+        assert os.path.isfile(out / "run.lock")  # the training run holds its folder
+        assert setup_cfg(str(out / "config.yaml")).SEED == 7
+        assert "output in " + str(out) in open(out / "log.txt").read()
+    assert not os.path.exists(out / "run.lock")  # and gives it back when the block ends
+    args = build_parser().parse_args(["--eval-only"])
+    with default_setup(cfg, args) as run:  # an evaluation gets a folder of its own, in its config
+        assert run.cfg.OUTPUT_DIR == args.output_dir == str(out / "eval" / "1") and cfg.OUTPUT_DIR == str(out)
 
 
 def add_example_config(cfg: CfgNode) -> None:

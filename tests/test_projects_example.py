@@ -78,3 +78,11 @@ def test_the_project_hook_keeps_its_state_across_a_resume(synth_root, tmp_path):
     engine.run(max_epoch=2)
     sizes = json.load(open(os.path.join(out, "cluster_sizes.json")))
     assert [e["epoch"] for e in sizes] == [1, 2] and sizes[0] == first[0]  # the resumed run lists every epoch
+
+
+def test_the_project_key_has_its_value_rule(synth_root, tmp_path, capsys):
+    code = train_net.main(["--config-file", os.path.join(PROJECT, "configs", "hard_mining.yml"),
+                           *tiny_opts(synth_root, str(tmp_path / "run")), "HARD_MINING.NUM_NEGATIVES", "0"])
+    assert code == 2
+    assert "HARD_MINING.NUM_NEGATIVES is 0, expected an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

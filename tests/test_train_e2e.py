@@ -120,12 +120,15 @@ def test_clustering_failures_name_eps_and_distance_statistics(synth_root, tmp_pa
 
 
 def test_bf16_autocast_trains_with_float32_memory(synth_root, tmp_path):
+    from hhcl_plugin.engine import build_engine
     from hhcl_plugin.tools.train import build_parser, setup
 
     opts = tiny_opts(synth_root, str(tmp_path)) + ["SOLVER.AMP", "bf16", "SOLVER.MAX_EPOCH", "1", "SOLVER.ITERS", "2"]
-    engine = setup(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts]))
-    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
-    engine.run()
+    with setup(build_parser().parse_args(["--config-file", f"{REPO}/configs/hhcl_synth.yml", *opts])) as run:
+        engine = build_engine(run.cfg, run.device)
+        before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+        engine.run()
+    assert not os.path.exists(tmp_path / "run.lock")  # released when the block ends
     assert engine.memory.bank.dtype == torch.float32
     assert torch.isfinite(engine.memory.bank).all()
     assert any(not torch.equal(v, before[k]) for k, v in engine.model.state_dict().items() if v.is_floating_point())

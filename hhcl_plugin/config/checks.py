@@ -4,7 +4,7 @@ yacs checks only types; a size of ``[256]`` or ``SOLVER.MAX_EPOCH 0`` would othe
 deep in the transforms or end a run as if it had trained. Every key of the defaults has
 one rule in :data:`RULES` (a test walks them all), so a new key is a one-line addition,
 e.g. ``"SOLVER.WARMUP_EPOCHS": Number(lo=0, integer=True),``. A project that adds its
-own keys adds its rules to :data:`RULES` the same way.
+own keys adds their rules to its config with ``cfg.add_rules({...})`` (``config.HHCLConfig``).
 """
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
-"""Loading configs: defaults, ``_BASE_`` inheritance, command-line overrides."""
+"""Loading configs: defaults, ``_BASE_`` inheritance, command-line overrides, value rules."""
 from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from yacs.config import CfgNode
 
 from ..utils.errors import ConfigError
-from .checks import AUTO, EPS, check_values
+from .checks import AUTO, EPS, RELATIONS, RULES, Rule, check_values, config_keys
 from .defaults import _C
 
 BASE_KEY = "_BASE_"
@@ -19,9 +19,51 @@ NUMBER_OR_WORD_KEYS = ("CLUSTER.EPS",)
 EpsSetting = Union[float, str]
 
 
-def get_cfg() -> CfgNode:
-    """A fresh, mutable copy of the defaults."""
-    return _C.clone()
+Relation = Tuple[Tuple[str, ...], Callable[..., bool], str]
+
+
+class HHCLConfig(CfgNode):
+    """The plugin's config object: a yacs ``CfgNode`` whose loading methods are the plugin's.
+
+    detectron2's habit ``cfg.merge_from_file(path); cfg.merge_from_list(opts)`` follows
+    ``_BASE_`` chains and takes ``CLUSTER.EPS auto``, as :func:`setup_cfg` does, and a project
+    adds value rules for its own keys next to the keys themselves::
+
+        def add_myproject_config(cfg):
+            cfg.MYPROJECT = CfgNode()
+            cfg.MYPROJECT.WEIGHT = 1.0
+            cfg.add_rules({"MYPROJECT.WEIGHT": Number(lo=0)})
+
+    :func:`check_cfg` (which :func:`setup_cfg` and ``default_setup`` run) applies them with
+    the plugin's own; ``clone()`` keeps them.
+    """
+
+    def merge_from_file(self, cfg_filename: str) -> "HHCLConfig":  # type: ignore[override]
+        """Merge a YAML file, following its ``_BASE_`` chain (:func:`merge_from_file`)."""
+        return merge_from_file(self, cfg_filename)
+
+    def merge_from_list(self, cfg_list: Sequence[Any]) -> "HHCLConfig":  # type: ignore[override]
+        """Merge ``KEY VALUE`` pairs (:func:`merge_from_list`)."""
+        return merge_from_list(self, cfg_list)
+
+    def add_rules(self, rules: Dict[str, Rule], relations: Sequence[Relation] = ()) -> None:
+        """Value rules for a project's keys (``checks.Rule`` objects), and checks across keys as
+        ``(keys, holds, what should hold)``, as in ``checks.RELATIONS``."""
+        unknown = [key for key in rules if key not in config_keys(self)]
+        if unknown:
+            raise ValueError(f"rules for keys the config does not have: {', '.join(unknown)}; add the keys first")
+        self.__dict__.setdefault("_project_rules", {}).update(rules)
+        self.__dict__["_project_relations"] = [*self.__dict__.get("_project_relations", []), *relations]
+
+    def value_rules(self) -> Tuple[Dict[str, Rule], List[Relation]]:
+        """The plugin's rules and relations with the project's added."""
+        return ({**RULES, **self.__dict__.get("_project_rules", {})},
+                [*RELATIONS, *self.__dict__.get("_project_relations", [])])
+
+
+def get_cfg() -> HHCLConfig:
+    """A fresh, mutable copy of the defaults, as the plugin's config object."""
+    return HHCLConfig(_C)
 
 
 def _load_yaml_with_base(path: str, _seen: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -89,7 +131,7 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> CfgNode:
     pairs = list(zip(opts[0::2], opts[1::2]))
     typed = [item for key, value in pairs if key not in NUMBER_OR_WORD_KEYS for item in (key, value)]
     try:
-        cfg.merge_from_list(typed)
+        CfgNode.merge_from_list(cfg, typed)  # yacs' own (HHCLConfig's is this function)
     except (KeyError, ValueError, AssertionError) as e:
         raise _translate_yacs_error(e, "command-line overrides") from None
     for key, value in pairs:
@@ -118,6 +160,27 @@ def _set_untyped(cfg: CfgNode, key: str, value: Any) -> None:
     cfg[last] = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def freeze_checked(cfg: CfgNode) -> CfgNode:
+    """``cfg`` checked (:func:`check_cfg`) and frozen: the one place a config is frozen."""
+    check_cfg(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def with_values(cfg: CfgNode, values: Dict[str, Any]) -> CfgNode:
+    """A checked, frozen copy of ``cfg`` with the dotted keys of ``values`` set (``None`` values skipped);
+    ``cfg`` itself when there is nothing to set.  How a run's folder and ``run()``'s arguments enter its config."""
+    opts = [item for key, value in values.items() if value is not None
+            for item in (key, repr(value) if isinstance(value, str) else list(value) if isinstance(value, tuple)
+                         else value)]
+    if not opts:
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    merge_from_list(cfg, opts)
+    return freeze_checked(cfg)
+
+
 def setup_cfg(config_file: str = "", opts: Sequence[str] = (), cfg: Optional[CfgNode] = None) -> CfgNode:
     """Defaults, then the config file, then the overrides; frozen and checked.
 
@@ -131,14 +194,16 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), cfg: Optional[Cfg
     if config_file:
         merge_from_file(cfg, config_file)
     merge_from_list(cfg, opts)
-    check_cfg(cfg)
-    cfg.freeze()
-    return cfg
+    return freeze_checked(cfg)
 
 
 def check_cfg(cfg: CfgNode) -> None:
-    """Value checks yacs cannot express (it only checks types): every key's rule in ``checks.RULES``."""
-    check_values(cfg)
+    """Value checks yacs cannot express (it only checks types): every key's rule in ``checks.RULES``,
+    and the rules a project added with :meth:`HHCLConfig.add_rules`."""
+    if isinstance(cfg, HHCLConfig):
+        check_values(cfg, *cfg.value_rules())
+    else:
+        check_values(cfg)
 
 
 def check_eps(value: EpsSetting, name: str = "CLUSTER.EPS") -> EpsSetting:

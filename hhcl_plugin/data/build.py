@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence
 
@@ -11,8 +12,10 @@ from torch.utils.data import DataLoader, Sampler
 from yacs.config import CfgNode
 
 from ..utils.errors import ConfigError, DatasetError
+from ..utils.paths import check_dataset_root
 from ..utils.progress import progress
 from .datasets import build_dataset
+from .datasets.synthreid import MARKER, synthreid_dir_name
 from .image_list import ImageListDataset, Item, read_image
 from .transforms import build_transforms
 
@@ -62,6 +65,12 @@ def drop_unreadable(items: List[Item], split: str) -> List[Item]:
     if not kept:
         raise DatasetError(f"every image of the {split} split is unreadable")
     return kept
+
+
+def check_data_paths(cfg: CfgNode) -> None:
+    """``DATASETS.ROOT``, before any work: a folder, writable where ``synthreid`` is still to be generated."""
+    synth = os.path.join(cfg.DATASETS.ROOT, synthreid_dir_name(cfg.DATASETS.SYNTH_PRESET, cfg.DATASETS.SYNTH_SEED))
+    check_dataset_root(cfg.DATASETS.ROOT, tuple(cfg.DATASETS.NAMES), os.path.isfile(os.path.join(synth, MARKER)))
 
 
 def build_data(cfg: CfgNode) -> UnlabeledData:

@@ -3,21 +3,23 @@
 A launcher (``hhcl-train``, a project's script, a test) goes through the same three calls::
 
     cfg = setup_cfg(args.config_file, args.opts)   # or a project's extended defaults: setup_cfg(..., cfg=base)
-    device = default_setup(cfg, args)              # checks, output folder, logger, seeds, process group
-    engine = build_engine(cfg, device)             # data, model, weights and the engine of cfg.ENGINE
+    with default_setup(cfg, args) as run:          # checks, output folder (locked until the block ends), logger,
+        engine = build_engine(run.cfg, run.device) # seeds, process group; data, model, weights, cfg.ENGINE's engine
+        engine.run()
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Set, Tuple
 
 import torch
 from yacs.config import CfgNode
 
 from ..clustering import CLUSTERER_REGISTRY
-from ..data import SAMPLER_REGISTRY, build_data
+from ..config.config import freeze_checked, with_values
+from ..data import SAMPLER_REGISTRY, build_data, check_data_paths
 from ..memory import MEMORY_REGISTRY
 from ..modeling import build_model, resolve_device
 from ..utils import comm
@@ -26,7 +28,7 @@ from ..utils.errors import ConfigError
 from ..utils.logger import setup_logger
 from .build import ENGINE_REGISTRY
 from .checkpoint import load_model_weights
-from .run_dir import check_run_paths, shared_output_dir
+from .run_dir import check_run_paths, release_lock, shared_output_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hhcl_engine import HHCLEngine
@@ -34,11 +36,16 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("hhcl_plugin")
 
 
+_CHECKED: Set[Tuple[str, ...]] = set()  # the part names and memory settings found valid in this process
+
+
 def check_registered_parts(cfg: CfgNode) -> None:
     """Names and settings of the registered parts, checked before any work instead of at the first clustering.
 
     Here rather than in ``config/``, so that the config layer imports none of the parts.
     The memory's own constructor checks its settings, so a throw-away 1 x 1 memory checks them.
+    ``default_setup`` asks first; the engine asks again for a config that did not come through
+    it (a torchreid script's), and a setting found valid is not checked a second time.
     """
     for key, name, registry in (("ENGINE", cfg.ENGINE, ENGINE_REGISTRY),
                                 ("CLUSTER.NAME", cfg.CLUSTER.NAME, CLUSTERER_REGISTRY),
@@ -49,41 +56,83 @@ def check_registered_parts(cfg: CfgNode) -> None:
         except KeyError as e:
             raise ConfigError(f"{key}: {e.args[0]}") from None
     memory = MEMORY_REGISTRY.get(cfg.MEMORY.MODE)
+    kwargs = memory.kwargs_from_cfg(cfg)
+    setting = (cfg.ENGINE, cfg.CLUSTER.NAME, cfg.DATALOADER.SAMPLER, cfg.MEMORY.MODE, repr(sorted(kwargs.items())))
+    if setting in _CHECKED:
+        return
     try:
-        memory(1, 1, **memory.kwargs_from_cfg(cfg))
+        memory(1, 1, **kwargs)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    _CHECKED.add(setting)
 
 
-def default_setup(cfg: CfgNode, args: argparse.Namespace) -> torch.device:
-    """Checks, process group, output folder, logger, config dump and seeds; returns the training device.
+class RunSetup:
+    """What :func:`default_setup` prepared for a run, and the release of what it acquired.
 
-    For ``--eval-only`` it points ``cfg.OUTPUT_DIR`` at the evaluation's own folder.
+    ``cfg`` is the run's config (frozen; ``OUTPUT_DIR`` is the folder the run writes to),
+    ``device`` its training device.  A training run holds ``OUTPUT_DIR``'s lock from
+    :func:`default_setup` on; leaving the ``with`` block (or :meth:`close`) releases it,
+    whether the run ended, raised or was stopped.
     """
+
+    def __init__(self, cfg: CfgNode, device: torch.device, locked: bool) -> None:
+        self.cfg, self.device, self._locked = cfg, device, locked
+
+    def close(self) -> None:
+        if self._locked:
+            self._locked = False
+            release_lock(self.cfg.OUTPUT_DIR)
+
+    def __enter__(self) -> "RunSetup":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def default_setup(cfg: CfgNode, args: argparse.Namespace) -> RunSetup:
+    """Checks, process group, output folder (locked), logger, config dump and seeds; use it as a context::
+
+        with default_setup(cfg, args) as run:
+            engine = build_engine(run.cfg, run.device)
+            engine.run()
+
+    For ``--eval-only`` ``run.cfg.OUTPUT_DIR`` is the evaluation's own folder (also ``args.output_dir``).
+    A config not yet frozen (``cfg.merge_from_file(...)`` without :func:`setup_cfg`) is checked and frozen
+    in a copy first.
+    """
+    if not cfg.is_frozen():
+        cfg = freeze_checked(cfg.clone())
     check_registered_parts(cfg)
     check_run_paths(cfg)
+    check_data_paths(cfg)
     device = resolve_device(cfg)
     if comm.init_distributed(device.type) and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    # --eval-only writes into a folder of its own; a training run holds OUTPUT_DIR's lock until release_lock
-    args.output_dir = shared_output_dir(cfg.OUTPUT_DIR, getattr(args, "resume", False),
-                                        getattr(args, "eval_only", False), getattr(args, "move_aside", False))
-    if args.output_dir != cfg.OUTPUT_DIR:
-        cfg.defrost()
-        cfg.OUTPUT_DIR = args.output_dir
-        cfg.freeze()
-    if comm.is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        setup_logger(cfg.OUTPUT_DIR)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-    else:  # other ranks only report problems
-        setup_logger(level=logging.WARNING)
-    logger.info("config %s, output in %s, %d process(es)", getattr(args, "config_file", "") or "(defaults)",
-                cfg.OUTPUT_DIR, comm.get_world_size())
-    # the same model initialisation everywhere (DDP also broadcasts it); per-rank augmentation
-    seed_all(cfg.SEED + comm.get_rank(), cfg.DETERMINISTIC)
-    return device
+    eval_only = getattr(args, "eval_only", False)
+    # --eval-only writes into a folder of its own; a training run holds OUTPUT_DIR's lock until RunSetup.close
+    args.output_dir = shared_output_dir(cfg.OUTPUT_DIR, getattr(args, "resume", False), eval_only,
+                                        getattr(args, "move_aside", False))
+    setup = RunSetup(with_values(cfg, {"OUTPUT_DIR": args.output_dir if args.output_dir != cfg.OUTPUT_DIR else None}),
+                     device, locked=not eval_only and comm.is_main_process())
+    cfg = setup.cfg
+    try:
+        if comm.is_main_process():
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            setup_logger(cfg.OUTPUT_DIR)
+            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+                f.write(cfg.dump())
+        else:  # other ranks only report problems
+            setup_logger(level=logging.WARNING)
+        logger.info("config %s, output in %s, %d process(es)", getattr(args, "config_file", "") or "(defaults)",
+                    cfg.OUTPUT_DIR, comm.get_world_size())
+        # the same model initialisation everywhere (DDP also broadcasts it); per-rank augmentation
+        seed_all(cfg.SEED + comm.get_rank(), cfg.DETERMINISTIC)
+    except BaseException:
+        setup.close()
+        raise
+    return setup
 
 
 def build_engine(cfg: CfgNode, device: torch.device) -> "HHCLEngine":

@@ -19,7 +19,7 @@ import torch
 from tabulate import tabulate
 from yacs.config import CfgNode
 
-from ..config.config import check_cfg, merge_from_list, setup_cfg
+from ..config.config import setup_cfg, with_values
 from ..data import build_test_loader, data_from_datamanager
 from ..modeling import as_embedding_model
 from ..utils import comm
@@ -175,7 +175,7 @@ class ImageHHCLEngine(tr.Engine):
         if not normalize_feature:
             raise ConfigError("normalize_feature=False: the clustering and the memory need L2-normalised features, "
                               "so the engine always normalises them; drop normalize_feature")
-        self.cfg = _with_run_arguments(self.cfg, {
+        self.cfg = with_values(self.cfg, {
             "OUTPUT_DIR": save_dir, "SOLVER.MAX_EPOCH": max_epoch, "SOLVER.LOG_PERIOD": print_freq,
             "TEST.START_EVAL": start_eval, "TEST.EVAL_PERIOD": eval_freq, "TEST.DIST_METRIC": dist_metric,
             "TEST.METRIC_CUHK03": use_metric_cuhk03, "TEST.RANKS": ranks, "TEST.RERANK": rerank})
@@ -320,19 +320,6 @@ class ImageHHCLEngine(tr.Engine):
                 hook.load_state_dict(ckpt["hooks"][key])
         set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
-
-
-def _with_run_arguments(cfg: CfgNode, values: Dict[str, Any]) -> CfgNode:
-    """``cfg`` with the given run() arguments as its keys, checked as a config file's values are."""
-    opts = [item for key, value in values.items() if value is not None for item in (key, value)]
-    if not opts:
-        return cfg
-    cfg = cfg.clone()
-    cfg.defrost()
-    merge_from_list(cfg, [list(v) if isinstance(v, tuple) else v for v in opts])
-    check_cfg(cfg)
-    cfg.freeze()
-    return cfg
 
 
 HHCLEngine = ImageHHCLEngine  # its registered name

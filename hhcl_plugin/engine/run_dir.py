@@ -19,10 +19,9 @@ from typing import Any, Dict, List, Optional
 
 from yacs.config import CfgNode
 
-from ..data.datasets.synthreid import MARKER, synthreid_dir_name
 from ..utils import comm
 from ..utils.errors import UserError
-from ..utils.paths import check_dataset_root, check_weights, check_writable_dir
+from ..utils.paths import check_weights, check_writable_dir
 from .checkpoint import previous_path
 
 logger = logging.getLogger(__name__)
@@ -37,10 +36,9 @@ _held: List[str] = []  # lock files this process holds
 
 
 def check_run_paths(cfg: CfgNode) -> None:
-    """The paths of a training config, before any work."""
+    """The run's own paths (``OUTPUT_DIR``, ``MODEL.WEIGHTS``), before any work; the data's are the data's
+    (``hhcl_plugin.data.check_data_paths``)."""
     check_writable_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
-    synth = os.path.join(cfg.DATASETS.ROOT, synthreid_dir_name(cfg.DATASETS.SYNTH_PRESET, cfg.DATASETS.SYNTH_SEED))
-    check_dataset_root(cfg.DATASETS.ROOT, tuple(cfg.DATASETS.NAMES), os.path.isfile(os.path.join(synth, MARKER)))
     check_weights(cfg.MODEL.WEIGHTS)
 
 

@@ -8,7 +8,6 @@ import sys
 import threading
 from typing import Callable, Iterator, List, Optional
 
-from ..utils import comm
 from ..utils.errors import UserError
 
 
@@ -71,13 +70,24 @@ def run_cli(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.
             signum = _STOP_SIGNALS[0]
         else:
             signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
-        if comm.is_main_process():
+        if _is_main_process():
             advice = on_interrupt(args)
             print(f"{prog}: stopped by {signal.Signals(signum).name}" + (f"; {advice}" if advice else ""),
                   file=sys.stderr)
         return 128 + signum
     finally:
-        comm.shutdown()
+        if "torch" in sys.modules:  # a run that got as far as torch may have a process group to end
+            from ..utils import comm
+
+            comm.shutdown()
+
+
+def _is_main_process() -> bool:
+    if "torch" not in sys.modules:
+        return True
+    from ..utils import comm
+
+    return comm.is_main_process()
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,22 +12,17 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-import numpy as np
-from tabulate import tabulate
-from yacs.config import CfgNode
-
-from ..clustering import build_clusterer
-from ..clustering.eps_rule import AUTO, EpsSetting, check_eps, largest_eps, resolve_eps
-from ..clustering.summary import cluster_summary, has_ground_truth
 from ..config import setup_cfg
-from ..data import build_data, build_test_loader
-from ..deploy import Embedder
-from ..engine.cluster_grid import draw_cluster_grid
+from ..config.config import AUTO, EpsSetting, check_eps
 from ..utils.errors import ConfigError
 from ..utils.logger import setup_logger
 from .cli import add_config_arguments, parse_command_line, run_cli
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from yacs.config import CfgNode
 
 logger = logging.getLogger("hhcl_plugin")
 
@@ -79,8 +74,10 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag} {path} is a folder; give a file name")
 
 
-def build_sweeping_clusterer(cfg: CfgNode) -> Any:
+def build_sweeping_clusterer(cfg: "CfgNode") -> Any:
     """The configured clusterer, which must be one whose distances can be computed once for many eps."""
+    from ..clustering import build_clusterer
+
     clusterer = build_clusterer(cfg)
     if not hasattr(clusterer, "jaccard_graph"):
         raise ConfigError(f"hhcl-cluster sweeps DBSCAN's eps, but CLUSTER.NAME is {cfg.CLUSTER.NAME}; "
@@ -88,9 +85,12 @@ def build_sweeping_clusterer(cfg: CfgNode) -> Any:
     return clusterer
 
 
-def sweep(clusterer: Any, features: np.ndarray, eps_settings: Sequence[EpsSetting],
-          ground_truth: Optional[np.ndarray]) -> List[Dict]:
+def sweep(clusterer: Any, features: "np.ndarray", eps_settings: Sequence[EpsSetting],
+          ground_truth: Optional["np.ndarray"]) -> List[Dict]:
     """One summary per eps setting, from a single Jaccard graph; ``auto`` rows also carry the eps chosen."""
+    from ..clustering.eps_rule import largest_eps, resolve_eps
+    from ..clustering.summary import cluster_summary
+
     graph = clusterer.jaccard_graph(features, bound=max(largest_eps(e) for e in eps_settings))
     rows = []
     for setting in eps_settings:
@@ -101,6 +101,8 @@ def sweep(clusterer: Any, features: np.ndarray, eps_settings: Sequence[EpsSettin
 
 
 def format_table(rows: Sequence[Dict]) -> str:
+    from tabulate import tabulate
+
     keys = [k for k in COLUMNS if k in rows[0]]
     body = [[f"{AUTO} ({r['eps']:.3f})" if r["setting"] == AUTO else f"{r['eps']:.2f}", *(r[k] for k in keys[1:])]
             for r in rows]
@@ -108,6 +110,12 @@ def format_table(rows: Sequence[Dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the clustering and training stack is imported once the command line is read: --help stays instant
+    from ..clustering.summary import has_ground_truth
+    from ..data import build_data, build_test_loader
+    from ..deploy import Embedder
+    from ..engine.cluster_grid import draw_cluster_grid
+
     setup_logger()
     cfg = setup_cfg(args.config_file, args.opts)
     eps_settings = parse_eps(args.eps or [str(cfg.CLUSTER.EPS)])

@@ -6,10 +6,7 @@ import logging
 import sys
 from typing import List, Optional
 
-import numpy as np
-
 from ..config import setup_cfg
-from ..deploy import Embedder, list_images
 from ..utils.logger import setup_logger
 from ..utils.paths import check_weights, check_writable_file, make_parent
 from .cli import add_config_arguments, parse_command_line, run_cli
@@ -28,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np  # with the model stack, once the command line is read: --help stays instant
+
+    from ..deploy import Embedder, list_images
+
     setup_logger()
     cfg = setup_cfg(args.config_file, args.opts)
     check_writable_file(args.output, "--output")

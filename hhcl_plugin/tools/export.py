@@ -7,13 +7,12 @@ import sys
 from typing import List, Optional
 
 from ..config import setup_cfg
-from ..deploy import Embedder, export_onnx, export_program, export_torchscript
 from ..utils.logger import setup_logger
 from ..utils.paths import check_weights, check_writable_file, make_parent
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
-EXPORTERS = {"onnx": export_onnx, "pt2": export_program, "torchscript": export_torchscript}
+EXPORTERS = {"onnx": "export_onnx", "pt2": "export_program", "torchscript": "export_torchscript"}  # in deploy.export
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +28,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
     check_writable_file(args.output, "--output")
     check_weights(cfg.MODEL.WEIGHTS)
-    model = Embedder(cfg).model
+    from .. import deploy  # the model stack, once the command line is read: --help stays instant
+
+    model = deploy.Embedder(cfg).model
     make_parent(args.output)
-    EXPORTERS[args.format](model, args.output, tuple(cfg.INPUT.SIZE_TEST))
+    getattr(deploy, EXPORTERS[args.format])(model, args.output, tuple(cfg.INPUT.SIZE_TEST))
     logger.info("%s model (input %s, output %d-d unit-norm features) written to %s", args.format,
                 tuple(cfg.INPUT.SIZE_TEST), model.feat_dim, args.output)
     return 0

@@ -12,16 +12,16 @@ import logging
 import os
 import shlex
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from yacs.config import CfgNode
-
-from ..config import setup_cfg
-from ..engine import HHCLEngine, build_engine, default_setup
-from ..engine.run_dir import LAST, release_lock, write_results
-from ..utils import comm
 from ..utils.errors import UserError
 from .cli import add_config_arguments, parse_command_line, run_cli
+
+if TYPE_CHECKING:  # pragma: no cover
+    from yacs.config import CfgNode
+
+    from ..engine import HHCLEngine
+    from ..engine.defaults import RunSetup
 
 logger = logging.getLogger("hhcl_plugin")
 
@@ -39,21 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> HHCLEngine:
-    """The config (``cfg``: the defaults, or a project's extended ones), the default setup and the engine."""
-    cfg = setup_cfg(args.config_file, args.opts, cfg)
-    device = default_setup(cfg, args)
-    try:
-        return build_engine(cfg, device)
-    except BaseException:
-        release_lock(cfg.OUTPUT_DIR)
-        raise
+def setup(args: argparse.Namespace, cfg: Optional["CfgNode"] = None) -> "RunSetup":
+    """The config (``cfg``: the defaults, or a project's extended ones) and the default setup of the run,
+    a context whose end releases what the setup acquired (see :func:`~hhcl_plugin.engine.default_setup`)."""
+    from ..config import setup_cfg  # the training stack is imported once the command line is read
+    from ..engine import default_setup
+
+    return default_setup(setup_cfg(args.config_file, args.opts, cfg), args)
 
 
-def run(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> int:
-    engine = setup(args, cfg)
-    cfg = engine.cfg
-    try:
+def run(args: argparse.Namespace, cfg: Optional["CfgNode"] = None) -> int:
+    from ..engine import build_engine
+    from ..engine.run_dir import LAST, write_results
+    from ..utils import comm
+
+    with setup(args, cfg) as run_setup:
+        engine: "HHCLEngine" = build_engine(run_setup.cfg, run_setup.device)
+        cfg = engine.cfg
         if args.eval_only:
             if not engine.data.has_evaluation:
                 raise UserError(f"--eval-only needs query/ and gallery/ under DATASETS.ROOT={cfg.DATASETS.ROOT}")
@@ -67,12 +69,12 @@ def run(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> int:
             engine.resume(os.path.join(cfg.OUTPUT_DIR, LAST))
         engine.run()
         return 0
-    finally:
-        release_lock(cfg.OUTPUT_DIR)
 
 
 def how_to_resume(args: argparse.Namespace) -> str:
     """The line printed when SIGTERM or Ctrl-C stops a run (``default_setup`` sets ``args.output_dir``)."""
+    from ..engine.run_dir import LAST
+
     folder = getattr(args, "output_dir", "")
     if not folder or args.eval_only:
         return ""
@@ -83,7 +85,7 @@ def how_to_resume(args: argparse.Namespace) -> str:
     return f"{os.path.join(folder, LAST)} holds the last finished epoch; resume with: {shlex.join(command)}"
 
 
-def main(argv: Optional[List[str]] = None, cfg: Optional[CfgNode] = None) -> int:
+def main(argv: Optional[List[str]] = None, cfg: Optional["CfgNode"] = None) -> int:
     return run_cli("hhcl-train", lambda args: run(args, cfg), parse_command_line(build_parser(), argv), how_to_resume)
 
 

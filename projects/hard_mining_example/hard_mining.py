@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
+from hhcl_plugin.config import HHCLConfig
+from hhcl_plugin.config.checks import Number
 from hhcl_plugin.engine import ENGINE_REGISTRY, HookBase, ImageHHCLEngine
 from hhcl_plugin.engine.run_dir import write_json
 from hhcl_plugin.memory import MEMORY_REGISTRY
@@ -22,10 +24,11 @@ from hhcl_plugin.memory.cluster_memory import CMhard
 from hhcl_plugin.utils import comm
 
 
-def add_hard_mining_config(cfg: CfgNode) -> None:
-    """The project's keys and their defaults, added to the plugin's (detectron2's add_*_config)."""
+def add_hard_mining_config(cfg: HHCLConfig) -> None:
+    """The project's keys, their defaults and their value rules, added to the plugin's (detectron2's add_*_config)."""
     cfg.HARD_MINING = CfgNode()
     cfg.HARD_MINING.NUM_NEGATIVES = 8  # other clusters in each sample's softmax: the most similar ones
+    cfg.add_rules({"HARD_MINING.NUM_NEGATIVES": Number(lo=1, integer=True)})
 
 
 @MEMORY_REGISTRY.register()
