@@ -28,11 +28,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = setup_cfg(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
     check_writable_file(args.output, "--output")
     check_weights(cfg.MODEL.WEIGHTS)
-    from .. import deploy  # the model stack, once the command line is read: --help stays instant
+    from ..deploy import Embedder, export  # the model stack, once the command line is read: --help stays instant
 
-    model = deploy.Embedder(cfg).model
+    model = Embedder(cfg).model
     make_parent(args.output)
-    getattr(deploy, EXPORTERS[args.format])(model, args.output, tuple(cfg.INPUT.SIZE_TEST))
+    getattr(export, EXPORTERS[args.format])(model, args.output, tuple(cfg.INPUT.SIZE_TEST))
     logger.info("%s model (input %s, output %d-d unit-norm features) written to %s", args.format,
                 tuple(cfg.INPUT.SIZE_TEST), model.feat_dim, args.output)
     return 0
