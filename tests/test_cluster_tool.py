@@ -205,3 +205,21 @@ def test_training_with_eps_auto_records_each_epochs_eps(synth_root, tmp_path):
     epochs = json.load(open(os.path.join(out, "metrics.json")))["epochs"]
     assert len(epochs) == 1 and 0 < epochs[0]["eps"] < 1 and epochs[0]["clusters"] > 0
     assert f"eps={epochs[0]['eps']:.3f} by the auto rule" in open(os.path.join(out, "log.txt")).read()
+
+
+def test_the_sweep_clusters_the_features_that_training_clusters(tiny):
+    """hhcl-cluster and the clustering hook embed the training images through the same extractor and loader."""
+    from hhcl_plugin.engine import ClusteringHook, HHCLEngine
+    from hhcl_plugin.tools.cluster import training_features
+
+    _, cfg, data, features = tiny
+    embedder = Embedder(cfg)
+    swept = training_features(cfg, data, embedder)
+    engine = HHCLEngine(data, embedder.model, use_gpu=False, cfg=cfg)
+    engine.epoch = 0
+    hook = next(h for h in engine.hooks if isinstance(h, ClusteringHook))
+    trained = hook.extract_features().numpy()
+    assert swept.dtype == trained.dtype == np.float32 and swept.shape == (len(data.train), embedder.model.feat_dim)
+    assert np.array_equal(swept, trained)
+    assert np.array_equal(swept, features)  # paths with the Embedder's transform: the same features
+    assert np.allclose(np.linalg.norm(swept, axis=1), 1.0, atol=1e-5)

@@ -85,6 +85,14 @@ def build_sweeping_clusterer(cfg: "CfgNode") -> Any:
     return clusterer
 
 
+def training_features(cfg: "CfgNode", data: Any, embedder: Any) -> "np.ndarray":
+    """The training images' features as training's clustering extracts them: the dataset's test
+    transform, the test loader, the one feature extractor (through ``embedder``)."""
+    from ..data import build_test_loader
+
+    return embedder.embed(build_test_loader(cfg, data.train, data.transform_test))
+
+
 def sweep(clusterer: Any, features: "np.ndarray", eps_settings: Sequence[EpsSetting],
           ground_truth: Optional["np.ndarray"]) -> List[Dict]:
     """One summary per eps setting, from a single Jaccard graph; ``auto`` rows also carry the eps chosen."""
@@ -112,7 +120,7 @@ def format_table(rows: Sequence[Dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     # the clustering and training stack is imported once the command line is read: --help stays instant
     from ..clustering.summary import has_ground_truth
-    from ..data import build_data, build_test_loader
+    from ..data import build_data
     from ..deploy import Embedder
     from ..engine.cluster_grid import draw_cluster_grid
 
@@ -123,8 +131,7 @@ def run(args: argparse.Namespace) -> int:
     clusterer = build_sweeping_clusterer(cfg)
     data = build_data(cfg)
     paths = [path for path, _, _ in data.train]
-    # the dataset's test transform and test loader: the features training clusters
-    features = Embedder(cfg).embed(build_test_loader(cfg, data.train, data.transform_test))
+    features = training_features(cfg, data, Embedder(cfg))
     gt = data.train_ground_truth if has_ground_truth(data.train_ground_truth) else None
     rows = sweep(clusterer, features, eps_settings, gt)
     logger.info("clusterings of the %d training images of %s (CLUSTER.K1 %d, K2 %d, MIN_SAMPLES %d):\n%s",
