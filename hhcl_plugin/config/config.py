@@ -38,6 +38,16 @@ class HHCLConfig(CfgNode):
     the plugin's own; ``clone()`` keeps them.
     """
 
+    # Only the root is an HHCLConfig; its nodes stay yacs' own CfgNode, the type a project's
+    # ``cfg.MYPROJECT = CfgNode()`` adds, so yacs' merge (which wants equal types) takes both.
+    @classmethod
+    def _create_config_tree_from_dict(cls, dic: Dict[str, Any], key_list: List[str]) -> Dict[str, Any]:
+        return CfgNode._create_config_tree_from_dict(dic, key_list)
+
+    @classmethod
+    def _decode_cfg_value(cls, value: Any) -> Any:
+        return CfgNode._decode_cfg_value(value)
+
     def merge_from_file(self, cfg_filename: str) -> "HHCLConfig":  # type: ignore[override]
         """Merge a YAML file, following its ``_BASE_`` chain (:func:`merge_from_file`)."""
         return merge_from_file(self, cfg_filename)
