@@ -55,14 +55,18 @@ def test_plugin_registries_are_populated():
     assert {"resnet50", "resnet50_ibn_a", "osnet_x1_0", "efficientnet_lite0", "timm"} <= set(BACKBONE_REGISTRY.names())
 
 
-def test_importing_the_package_alone_registers_its_parts():
-    """A fresh interpreter: nothing else has imported the subpackages for it."""
+def test_importing_a_subpackage_alone_registers_its_parts():
+    """A fresh interpreter: nothing else has imported the subpackages for it (``import hhcl_plugin``
+    imports none of them; each registers its parts when it is first imported)."""
     code = ("import hhcl_plugin\n"
             "from hhcl_plugin.memory import MEMORY_REGISTRY\n"
             "from hhcl_plugin.utils import torchreid_compat as tr\n"
-            "print(len(MEMORY_REGISTRY.names()), 'synthreid' in getattr(tr.data.datasets, '__image_datasets'))\n")
+            "known = getattr(tr.data.datasets, '__image_datasets')\n"
+            "print(len(MEMORY_REGISTRY.names()), 'synthreid' in known)\n"
+            "import hhcl_plugin.data\n"
+            "print('synthreid' in known)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["4", "True"]
+    assert out == ["4", "False", "True"]
 
 
 def test_a_source_install_layout_of_torchreid_is_used_when_torchreid_reid_is_absent():
@@ -84,7 +88,7 @@ def test_a_source_install_layout_of_torchreid_is_used_when_torchreid_reid_is_abs
             "metrics.compute_distance_matrix = reid.metrics.compute_distance_matrix\n"
             "torchreid.metrics = metrics\n"
             "sys.modules['torchreid.reid'] = None  # import torchreid.reid now raises ImportError\n"
-            "import hhcl_plugin\n"
+            "import hhcl_plugin.data  # registers the plugin's datasets with torchreid\n"
             "from hhcl_plugin.utils import torchreid_compat as tr\n"
             "print(tr.evaluate_rank is marker, 'synthreid' in getattr(tr.data.datasets, '__image_datasets'),\n"
             "      'resnet50' in tr.torchreid_model_names())\n")
