@@ -68,7 +68,8 @@ def k_reciprocal_sets(rank: np.ndarray, k: int) -> sp.csr_matrix:
     cols = rank[:, :k]
     members = np.full((n, k), n, np.int32 if n < 2**31 - 1 else np.int64)  # n: not a member
     step = max(1, 1_000_000 // (k * k))
-    for a in range(0, n, step):
+    starts = range(0, n, step)
+    for a in progress(starts, total=len(starts), desc=f"k-reciprocal sets (k={k})"):
         c = cols[a:a + step]
         valid = c >= 0
         mutual = (cols[np.where(valid, c, 0)] == np.arange(a, a + len(c))[:, None, None]).any(axis=2)
@@ -96,7 +97,8 @@ def expanded_k_reciprocal_sets(rank: np.ndarray, k1: int, rows_per_chunk: int = 
     half_size = np.diff(r_half.indptr).astype(np.float64)
     r_half_t = r_half.T.tocsr()
     pieces = []
-    for a in range(0, n, rows_per_chunk):
+    starts = range(0, n, rows_per_chunk)
+    for a in progress(starts, total=len(starts), desc="k-reciprocal expansion"):
         rows = r_full[a:a + rows_per_chunk]
         overlap = (rows @ r_half_t).multiply(rows).tocsr()
         # the same float64 test as the reference code: len(intersection) > 2/3 * len(R(j, k1/2))
@@ -163,7 +165,8 @@ def expanded_weights(v: sp.csr_matrix, rank: np.ndarray, k2: int, rows_per_chunk
     q = query_expansion_matrix(rank, k2)
     v64 = v.astype(np.float64)
     data, indices, counts = [], [], [np.zeros(1, np.int64)]
-    for a in range(0, n, rows_per_chunk):  # a chunk at a time: only one chunk is ever float64
+    starts = range(0, n, rows_per_chunk)
+    for a in progress(starts, total=len(starts), desc="query expansion"):  # only one chunk is ever float64
         part = (q[a:a + rows_per_chunk] @ v64).tocsr()
         part.data /= k2
         part = sp.csr_matrix((part.data.astype(np.float32), part.indices, part.indptr), shape=part.shape)
