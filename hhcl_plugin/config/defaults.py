@@ -73,8 +73,8 @@ _C.CLUSTER.K1 = 30
 _C.CLUSTER.K2 = 6
 _C.CLUSTER.EPS = 0.45
 _C.CLUSTER.MIN_SAMPLES = 4
-# exact | ivf (approximate, neighbours re-scored exactly) | auto (exact below the measured crossover, ivf
-# above it: identical labels where the exact search is the faster one; docs/clustering.md)
+# exact | ivf (approximate, neighbours re-scored exactly) | auto (exact below 250,000 features, where it
+# finishes in minutes; ivf above: docs/clustering.md)
 _C.CLUSTER.KNN_INDEX = "auto"
 # exact search on CPU: screen block products in bfloat16 where the CPU has bf16 matrix units,
 # then re-score survivors in float32 (same neighbours, ~2x faster); ivf picks its candidates in bfloat16
