@@ -27,7 +27,6 @@ recall and the labels' ARI against the exact search.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Callable, Optional, Tuple
 
 import numpy as np

@@ -145,7 +145,7 @@ class ClusteringHook(HookBase):
 
     def cluster(self, features: torch.Tensor) -> PseudoLabels:
         """Cluster once, on rank 0, and hand every rank the same labels, statistics (or error)."""
-        eng, cfg = self.engine, self.engine.cfg
+        eng = self.engine
         outcome: Dict = {}
         result = cluster_on_all_ranks(self.clusterer, features)  # every rank searches its share of the k-NN
         if comm.is_main_process():
