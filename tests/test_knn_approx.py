@@ -104,3 +104,15 @@ def test_registered_clusterers_name_their_own_settings_in_the_hint():
     assert "CLUSTER.EPS" not in infomap.no_clusters_hint(empty)
     assert "CLUSTER.INFOMAP" in infomap.no_clusters_hint(empty)
     assert all(issubclass(CLUSTERER_REGISTRY.get(name), Clusterer) for name in ("dbscan_jaccard", "infomap"))
+
+
+def test_a_second_cell_split_only_adds_true_neighbours():
+    feats, _ = make_clustered_features(5000, 256, seed=6)
+    x = torch.from_numpy(feats)
+    _, exact = knn_search(feats, 20, index="exact")
+    recall = []
+    for partitions in (1, 2):
+        _, idx = approximate_knn(x, 20, nprobe=4, partitions=partitions, low_precision=False)
+        recall.append(np.mean([len(set(a) & set(b)) / 20 for a, b in zip(exact, idx)]))
+    assert recall[0] < 1.0  # 4 probes miss some: the test can tell
+    assert recall[1] > recall[0]

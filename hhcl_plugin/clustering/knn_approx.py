@@ -67,6 +67,7 @@ def approximate_knn(
     spare: int = DEFAULT_SPARE,
     low_precision: Optional[bool] = None,
     seed: int = 0,
+    partitions: int = 1,
 ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """``(sims, idx)`` (float32 / int64, (N, k)) of checked unit features ``x``, or None where N is too small.
 
@@ -77,6 +78,7 @@ def approximate_knn(
         low_precision: pick candidates with bfloat16 products (default: where the CPU
             has bfloat16 units); False: float32 products.
         seed: the centroid sample.
+        partitions: independent cell splits searched (their candidates united).
 
     Returns None when fewer than two cells would be used (the caller then searches
     exactly).  Rows are ordered by exact score, then index; a row whose probed cells
@@ -97,11 +99,16 @@ def approximate_knn(
     with torch.no_grad():
         # one converted copy (half the features' size) instead of converting every gathered block again
         x_lp = x.to(dtype)
-        centroids = _train_centroids(x_lp, n_cells, seed)
-        probes = _probed_cells(x_lp, centroids, nprobe)
-        del centroids
-        cand = _cell_candidates(x_lp, probes, kk)
-        del x_lp, probes
+        found = []
+        for part in range(max(1, partitions)):  # independent cell splits: a pair missed by one is found by another
+            centroids = _train_centroids(x_lp, n_cells, seed + part)
+            probes = _probed_cells(x_lp, centroids, nprobe)
+            del centroids
+            found.append(_cell_candidates(x_lp, probes, kk))
+            del probes
+        del x_lp
+        cand = np.concatenate(found, axis=1) if len(found) > 1 else found[0]
+        del found
     return _rescored_top_k(x, cand, min(k, n))
 
 
