@@ -58,6 +58,7 @@ def test_auto_searches_exactly_below_the_crossover_and_approximately_above():
     assert resolve_knn_index("auto", 1000, crossover=5000) == "exact"
     assert resolve_knn_index("auto", 5000, crossover=5000) == "ivf"
     assert resolve_knn_index("exact", 10**7) == "exact"
+    assert resolve_knn_index("auto", 10**7, on_gpu=True) == "exact"
     feats, _ = make_clustered_features(500, 32, seed=1)
     np.testing.assert_array_equal(knn_search(feats, 10, index="auto")[1], knn_search(feats, 10)[1])
 

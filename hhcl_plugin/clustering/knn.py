@@ -154,7 +154,7 @@ def build_knn_graph(
     found = None
     if index != "exact":
         from .knn_approx import approximate_knn, resolve_knn_index
-        if resolve_knn_index(index, x.shape[0]) == "ivf":
+        if resolve_knn_index(index, x.shape[0], on_gpu=on_cuda) == "ivf":
             found = approximate_knn(x, k, low_precision=None if screen else False,
                                     **({} if nprobe is None else {"nprobe": nprobe}))
     if found is not None:

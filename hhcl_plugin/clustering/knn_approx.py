@@ -50,11 +50,12 @@ DEFAULT_SPARE = 8
 DEFAULT_CELL_SIZE = 64
 
 
-def resolve_knn_index(index: str, n: int, crossover: int = AUTO_CROSSOVER) -> str:
-    """``exact`` or ``ivf`` for ``n`` features: ``auto`` picks by the measured crossover."""
+def resolve_knn_index(index: str, n: int, crossover: int = AUTO_CROSSOVER, on_gpu: bool = False) -> str:
+    """``exact`` or ``ivf`` for ``n`` features: ``auto`` picks by the crossover (exact on a GPU, where
+    the exact search of a million features takes seconds)."""
     if index != "auto":
         return index
-    return "exact" if n < crossover else "ivf"
+    return "exact" if on_gpu or n < crossover else "ivf"
 
 
 def approximate_knn(
