@@ -48,3 +48,20 @@ def test_data_loading_names_a_missing_dataset_in_one_line(tmp_path, capsys):
     assert script["main"](["DATASETS.NAMES", "('market1501',)", "DATASETS.ROOT", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("data_loading.py: error:") and "market1501" in err[0]
+
+
+def test_clustering_benchmark_prints_each_size_with_the_approximate_search(capsys, tmp_path):
+    script = runpy.run_path(os.path.join(ROOT, "benchmarks", "clustering.py"))
+    out_json = tmp_path / "rows.json"
+    assert script["main"](["--sizes", "700", "900", "--dim", "64", "--approx", "--no-products", "--reference-max", "0",
+                           "--recall-rows", "50", "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("recall@k1") == 2  # one recall table per size, printed as each size is done
+    import json
+
+    rows = {(r["n"], r["impl"]): r for r in json.loads(out_json.read_text())}
+    assert set(rows) == {(700, "sparse"), (700, "ivf"), (900, "sparse"), (900, "ivf")}
+    for n in (700, 900):
+        assert 0.5 < rows[(n, "ivf")]["recall"] <= 1.0
+        assert -1.0 <= rows[(n, "ivf")]["ari_vs_exact"] <= 1.0
+        assert "recall" not in rows[(n, "sparse")]

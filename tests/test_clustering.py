@@ -318,29 +318,6 @@ def test_clusterer_on_gpu_features_matches_cpu_labels():
     assert adjusted_rand_score(on_cpu.labels, on_gpu.labels) > 0.99
 
 
-def test_ivf_index_finds_nearly_all_neighbours_and_the_same_clusters():
-    feats, _ = make_clustered_features(4000, 64, seed=2)
-    _, exact = knn_search(feats, 20)
-    sims, approx = knn_search(feats, 20, index="ivf")
-    assert np.array_equal(approx[:, 0], np.arange(len(feats)))  # self first, as for the exact search
-    assert np.all(np.diff(sims[:, 1:], axis=1) <= 1e-6)
-    recall = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(exact, approx)])
-    assert recall > 0.95
-    cfg = lambda index: setup_cfg("", ["DATASETS.NAMES", "('synthreid',)", "CLUSTER.EPS", "0.6",  # noqa: E731
-                                       "CLUSTER.KNN_INDEX", index])
-    on_exact, on_ivf = build_clusterer(cfg("exact"))(feats), build_clusterer(cfg("ivf"))(feats)
-    assert on_exact.num_clusters > 50
-    assert adjusted_rand_score(on_exact.labels, on_ivf.labels) > 0.95
-
-
-def test_ivf_on_too_few_points_falls_back_to_the_exact_search():
-    feats, _ = make_clustered_features(60, 16, seed=3)  # fewer than 2 x 39 points: no IVF lists
-    sims_exact, exact = knn_search(feats, 8)
-    sims_ivf, approx = knn_search(feats, 8, index="ivf")
-    assert np.array_equal(exact[:, 0], approx[:, 0])
-    np.testing.assert_allclose(np.sort(sims_ivf, axis=1), np.sort(sims_exact, axis=1), atol=1e-5)
-
-
 def test_jaccard_graph_holds_exactly_the_pairs_within_the_bound_and_exact_nearest_distances():
     x, _ = make_clustered_features(1200, 64, seed=7, max_cluster_size=150)
     clusterer = build_clusterer(cluster_cfg("CLUSTER.EPS", "0.5"))

@@ -1,5 +1,6 @@
 """Pseudo labels for unsupervised re-ID, in stages that pass one value along:
 k-NN graph -> k-reciprocal encoding -> Jaccard graph -> labels (DBSCAN)."""
+from .base import Clusterer
 from .build import CLUSTERER_REGISTRY, build_clusterer
 from .dbscan import dbscan_precomputed_sparse, relabel_consecutive
 from .distributed import cluster_on_all_ranks, sharded_knn_graph
@@ -14,7 +15,7 @@ from .jaccard import (
     expanded_k_reciprocal_sets,
     k_reciprocal_sets,
     k_reciprocal_weights,
-    sparse_jaccard_graph,
+    knn_jaccard_graph,
 )
 from .knn import KNNGraph, build_knn_graph, knn_search, prepare_features
 from .result import ClusteringResult, nearest_distance_stats
@@ -42,5 +43,6 @@ __all__ = [
     "k_reciprocal_weights",
     "knn_search",
     "prepare_features",
-    "sparse_jaccard_graph",
+    "knn_jaccard_graph",
+    "Clusterer",
 ]

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .base import Clusterer, format_distance_stats
 from .build import CLUSTERER_REGISTRY
-from .knn import ArrayLike, KNNGraph, build_knn_graph
-from .result import ClusteringResult, nearest_distance_stats, release_free_heap
+from .knn import KNNGraph
+from .result import ClusteringResult, nearest_distance_stats
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +59,17 @@ def small_modules_as_outliers(modules: np.ndarray, min_size: int) -> np.ndarray:
 
 
 @CLUSTERER_REGISTRY.register(name="infomap")
-class InfomapClusterer:
+class InfomapClusterer(Clusterer):
     """k-NN graph -> InfoMap modules -> labels, with ``CLUSTER.INFOMAP.*`` and ``CLUSTER.KNN_*`` settings."""
 
     def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
         c = cfg.CLUSTER
         self.k = int(c.INFOMAP.K)
         self.min_sim = float(c.INFOMAP.MIN_SIM)
         self.min_size = int(c.INFOMAP.MIN_SIZE)
         self.trials = int(c.INFOMAP.TRIALS)
         self.seed = int(cfg.SEED)
-        self.knn_index = str(c.KNN_INDEX).lower()
-        self.knn_bf16_screen = bool(c.KNN_BF16_SCREEN)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(k={self.k}, min_sim={self.min_sim}, min_size={self.min_size}, "
@@ -80,26 +80,25 @@ class InfomapClusterer:
         """Neighbours per point in the k-NN graph: K and the point itself, which comes first."""
         return self.k + 1
 
-    def __call__(self, features: ArrayLike, knn: Optional[KNNGraph] = None) -> ClusteringResult:
-        """``knn``: the k-NN graph of ``features`` when already searched (sharded under DDP)."""
+    def cluster_knn(self, graph: KNNGraph) -> ClusteringResult:
         start = time.perf_counter()
-        graph = knn
-        if graph is None:
-            logger.info("clustering %d features: k-NN (%s, k=%d)", len(features), self.knn_index, self.k)
-            graph = build_knn_graph(features, self.knn_k, index=self.knn_index, screen=self.knn_bf16_screen)
-            release_free_heap()
-        t_knn = time.perf_counter()
         links = knn_link_matrix(graph, self.min_sim)
         nearest = 1.0 - graph.sims[:, 1] if graph.sims.shape[1] > 1 else np.ones(len(graph.sims), np.float32)
         del graph
         logger.info("clustering: InfoMap on %d links (cosine >= %.2f)", links.nnz, self.min_sim)
         modules = infomap_modules(links, seed=self.seed, trials=self.trials)
         labels = small_modules_as_outliers(modules, self.min_size)
-        end = time.perf_counter()
-        seconds = {"knn": t_knn - start, "infomap": end - t_knn, "total": end - start}
+        seconds = {"infomap": time.perf_counter() - start}
         # the nearest cosine distance 1 - cos, next to MIN_SIM's 1 - MIN_SIM
         result = ClusteringResult.from_labels(labels, seconds, nearest_distance_stats(nearest, 1.0 - self.min_sim))
-        logger.info("clustering: %d clusters, %d outliers of %d in %.1fs (k-NN %.1fs, InfoMap %.1fs)",
-                    result.num_clusters, result.num_outliers, len(labels), end - start, seconds["knn"],
-                    seconds["infomap"])
+        logger.info("clustering: %d clusters, %d outliers of %d (InfoMap %.1fs)", result.num_clusters,
+                    result.num_outliers, len(labels), seconds["infomap"])
         return result
+
+    def no_clusters_hint(self, result: ClusteringResult) -> str:
+        return (f"no clusters found: every InfoMap module is smaller than CLUSTER.INFOMAP.MIN_SIZE={self.min_size} "
+                f"(nearest-neighbour cosine distances: {format_distance_stats(result.distance_stats)}); lower "
+                f"CLUSTER.INFOMAP.MIN_SIM (now {self.min_sim})")
+
+    def few_clusters_hint(self) -> str:
+        return f"raise CLUSTER.INFOMAP.MIN_SIM (now {self.min_sim})"

@@ -21,7 +21,7 @@ Two implementations share the k-NN graph and the k-reciprocal encoding (the spar
 rows of V), so that their float32 distances are bit-identical and DBSCAN gives the same
 labels on both:
 
-* :func:`sparse_jaccard_graph` computes only pairs whose V rows overlap (every other
+* the sparse graph (:func:`expanded_jaccard_graph`) computes only pairs whose V rows overlap (every other
   pair is at distance exactly 1), keeps those within a bound (DBSCAN's eps, or the
   largest eps of a sweep) and never allocates anything N x N;
 * :func:`dense_jaccard_matrix` follows the published code: dense N x N V, V after
@@ -43,6 +43,7 @@ import scipy.sparse as sp
 import torch
 
 from .knn import ArrayLike, KNNGraph, build_knn_graph, prepare_features, progress
+from .result import release_free_heap
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def k_reciprocal_sets(rank: np.ndarray, k: int) -> sp.csr_matrix:
     cols = rank[:, :k]
     members = np.full((n, k), n, np.int32 if n < 2**31 - 1 else np.int64)  # n: not a member
     step = max(1, 1_000_000 // (k * k))
-    for a in range(0, n, step):
+    starts = range(0, n, step)
+    for a in progress(starts, total=len(starts), desc=f"k-reciprocal sets (k={k})"):
         c = cols[a:a + step]
         valid = c >= 0
         mutual = (cols[np.where(valid, c, 0)] == np.arange(a, a + len(c))[:, None, None]).any(axis=2)
@@ -95,7 +97,8 @@ def expanded_k_reciprocal_sets(rank: np.ndarray, k1: int, rows_per_chunk: int = 
     half_size = np.diff(r_half.indptr).astype(np.float64)
     r_half_t = r_half.T.tocsr()
     pieces = []
-    for a in range(0, n, rows_per_chunk):
+    starts = range(0, n, rows_per_chunk)
+    for a in progress(starts, total=len(starts), desc="k-reciprocal expansion"):
         rows = r_full[a:a + rows_per_chunk]
         overlap = (rows @ r_half_t).multiply(rows).tocsr()
         # the same float64 test as the reference code: len(intersection) > 2/3 * len(R(j, k1/2))
@@ -162,7 +165,8 @@ def expanded_weights(v: sp.csr_matrix, rank: np.ndarray, k2: int, rows_per_chunk
     q = query_expansion_matrix(rank, k2)
     v64 = v.astype(np.float64)
     data, indices, counts = [], [], [np.zeros(1, np.int64)]
-    for a in range(0, n, rows_per_chunk):  # a chunk at a time: only one chunk is ever float64
+    starts = range(0, n, rows_per_chunk)
+    for a in progress(starts, total=len(starts), desc="query expansion"):  # only one chunk is ever float64
         part = (q[a:a + rows_per_chunk] @ v64).tocsr()
         part.data /= k2
         part = sp.csr_matrix((part.data.astype(np.float32), part.indices, part.indptr), shape=part.shape)
@@ -192,26 +196,50 @@ class JaccardGraph:
     seconds: Dict[str, float] = field(default_factory=dict)
 
 
-def sparse_jaccard_graph(
-    weights: sp.csr_matrix,
-    rank: np.ndarray,
+JACCARD_METHODS = ("sparse", "dense")
+
+
+def knn_jaccard_graph(
+    knn: KNNGraph,
+    k1: int,
     k2: int,
     bound: float,
     *,
+    method: str = "sparse",
     max_pairs_per_chunk: int = 250_000,
     workers: Optional[int] = None,
 ) -> JaccardGraph:
-    """Jaccard distances of the pairs within ``bound``, without anything N x N.
+    """k-NN graph -> k-reciprocal encoding -> query expansion -> Jaccard graph within ``bound``.
 
-    ``weights`` is the k-reciprocal encoding (:func:`k_reciprocal_weights`), ``rank`` the
-    k-NN lists it came from (for the query expansion); see
-    :func:`expanded_jaccard_graph` for the rest.
+    The one composition of the stages: training (``dbscan_jaccard``), ``hhcl-cluster``
+    and the one-call helpers below all run it.  ``method``: ``sparse`` never builds
+    anything N x N; ``dense`` is the published implementation (:func:`dense_jaccard_graph`),
+    kept to compare against; both give identical distances.  Each stage's inputs are
+    dropped as soon as the next stage has what it needs, and their freed pages go back
+    to the system, so the peak stays near the largest stage's.  ``seconds`` holds
+    ``jaccard`` and each stage's share (``jaccard_k_reciprocal``, ...).
     """
-    t = time.perf_counter()
-    vq = expanded_weights(weights, rank, k2)
-    seconds = {"query_expansion": time.perf_counter() - t}
-    graph = expanded_jaccard_graph(vq, bound, max_pairs_per_chunk=max_pairs_per_chunk, workers=workers)
-    graph.seconds = {**seconds, **graph.seconds}
+    if method not in JACCARD_METHODS:
+        raise ValueError(f"unknown Jaccard method '{method}', expected one of {', '.join(JACCARD_METHODS)}")
+    start = time.perf_counter()
+    weights = k_reciprocal_weights(knn, k1)
+    rank = knn.idx
+    release_free_heap()
+    t_weights = time.perf_counter()
+    if method == "sparse":
+        vq = expanded_weights(weights, rank, k2)
+        del weights, rank  # not needed again: ~40 MB per 100,000 images
+        release_free_heap()
+        t_expanded = time.perf_counter()
+        graph = expanded_jaccard_graph(vq, bound, max_pairs_per_chunk=max_pairs_per_chunk, workers=workers)
+        del vq
+        graph.seconds["query_expansion"] = t_expanded - t_weights
+    else:
+        graph = dense_jaccard_graph(weights, rank, k2, bound)
+        del weights, rank
+    release_free_heap()
+    graph.seconds = {"jaccard": time.perf_counter() - start, "jaccard_k_reciprocal": t_weights - start,
+                     **{f"jaccard_{k}": v for k, v in graph.seconds.items()}}
     return graph
 
 
@@ -455,10 +483,9 @@ def compute_jaccard_distance_sparse(features: ArrayLike, k1: int = 30, k2: int =
     """All stages up to the sparse Jaccard matrix in one call (pairs within ``bound``; absent pairs at 1).
 
     ``knn``: optional precomputed ``(sims, idx)`` with >= k1 columns; ``options`` go to
-    :func:`sparse_jaccard_graph`.
+    :func:`knn_jaccard_graph`.
     """
-    graph = knn_graph_for(features, k1, k2, knn, knn_index)
-    return sparse_jaccard_graph(k_reciprocal_weights(graph, k1), graph.idx, k2, bound, **options).dist
+    return knn_jaccard_graph(knn_graph_for(features, k1, k2, knn, knn_index), k1, k2, bound, **options).dist
 
 
 def compute_jaccard_distance_dense(features: ArrayLike, k1: int = 30, k2: int = 6, *, knn: Optional[KNN] = None,

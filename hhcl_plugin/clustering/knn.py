@@ -12,8 +12,9 @@ clustering only touches the neighbour lists.  So the backend is chosen for speed
   float32 top-k (see :func:`_screened_topk`).  Elsewhere, plain float32 blocks.
 * ``exact`` on a GPU (features a CUDA tensor): faiss ``GpuIndexFlatIP`` when faiss
   sees a GPU, otherwise the float32 blocked torch code on the tensor's device.
-* ``ivf``: faiss ``IndexIVFFlat`` (approximate), for N so large that exact search
-  does not fit the time budget.
+* ``ivf``: an approximate inverted-file search whose neighbours are re-scored
+  exactly (:mod:`.knn_approx`), for N so large that exact search does not fit the
+  time budget; ``auto`` takes the exact search below the measured crossover.
 
 All backends return the point itself in column 0, because the k-reciprocal
 re-ranking treats "i is among its own k nearest neighbours" as given; with exact
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-KNN_INDEX_TYPES = ("exact", "ivf")
+KNN_INDEX_TYPES = ("exact", "ivf", "auto")
 
 
 def faiss_num_gpus() -> int:
@@ -127,7 +128,6 @@ def build_knn_graph(
     *,
     index: str = "exact",
     block_size: int = 2048,
-    nlist: Optional[int] = None,
     nprobe: Optional[int] = None,
     query_chunk: int = 16384,
     screen: bool = True,
@@ -137,9 +137,10 @@ def build_knn_graph(
     Args:
         features: (N, D) features, numpy or torch (CPU or CUDA); checked and normalised here.
         k: neighbours per point, the point itself included; clipped to N.
-        index: ``"exact"`` or ``"ivf"`` (approximate, faiss IVF-Flat).
+        index: ``"exact"``, ``"ivf"`` (approximate, :mod:`.knn_approx`) or ``"auto"``
+            (exact below the measured crossover, ``ivf`` from it on).
         block_size: rows per matmul block of the exact torch search.
-        nlist, nprobe: IVF parameters; default ``nlist ~ 4 sqrt(N)``, ``nprobe ~ nlist / 16``.
+        nprobe: cells searched per cell by ``ivf`` (default: :mod:`.knn_approx`'s).
         query_chunk: queries per faiss search call.
         screen: allow the bfloat16-screened exact search on CPU (same result, faster
             where the CPU has bfloat16 matrix units); False forces plain float32 blocks.
@@ -150,8 +151,14 @@ def build_knn_graph(
     k = int(max(1, min(k, x.shape[0])))
     on_cuda = x.is_cuda
     use_faiss_gpu = on_cuda and faiss_num_gpus() > 0
-    if index == "ivf":
-        sims, idx = _faiss_ivf(x, k, nlist=nlist, nprobe=nprobe, use_gpu=use_faiss_gpu, query_chunk=query_chunk)
+    found = None
+    if index != "exact":
+        from .knn_approx import approximate_knn, resolve_knn_index
+        if resolve_knn_index(index, x.shape[0], on_gpu=on_cuda) == "ivf":
+            found = approximate_knn(x, k, low_precision=None if screen else False,
+                                    **({} if nprobe is None else {"nprobe": nprobe}))
+    if found is not None:
+        sims, idx = found
     elif use_faiss_gpu:
         sims, idx = _faiss_flat_gpu(x, k, query_chunk=query_chunk)
     else:
@@ -602,45 +609,6 @@ def _faiss_flat_gpu(x: torch.Tensor, k: int, query_chunk: int) -> Tuple[np.ndarr
     cfg.device = x.device.index or 0
     index = faiss.GpuIndexFlatIP(res, xn.shape[1], cfg)
     index.add(xn)
-    return _faiss_search_chunked(index, xn, k, query_chunk)
-
-
-def _faiss_ivf(
-    x: torch.Tensor, k: int, nlist: Optional[int], nprobe: Optional[int], use_gpu: bool, query_chunk: int
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Approximate search: faiss IVF-Flat, inner product metric.
-
-    Small N gains nothing from IVF, and k-means needs ~39 points per list, so nlist is
-    capped by N / 39; below 2 lists the exact index is used instead.  The lists are
-    trained on at most 64 points each (faiss would take up to 256, i.e. every point
-    below a million, for coarse centroids that need no such precision).
-    """
-    import faiss
-
-    xn = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
-    n, d = xn.shape
-    if nlist is None:
-        nlist = int(round(4 * math.sqrt(n)))
-    nlist = int(max(1, min(nlist, n // 39)))
-    if nlist < 2:
-        logger.info("k-NN: N=%d is too small for IVF, using the exact index", n)
-        index = faiss.IndexFlatIP(d)
-        index.add(xn)
-        return _faiss_search_chunked(index, xn, k, query_chunk)
-    if nprobe is None:
-        nprobe = max(8, nlist // 16)
-    nprobe = int(max(1, min(nprobe, nlist)))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    n_train = min(n, 64 * nlist)
-    train = xn if n_train == n else xn[np.random.default_rng(0).choice(n, n_train, replace=False)]
-    if use_gpu:
-        res = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(res, x.device.index or 0, index)
-    logger.info("k-NN: training IVF-Flat, nlist=%d nprobe=%d on %d points", nlist, nprobe, len(train))
-    index.train(train)
-    index.add(xn)
-    index.nprobe = nprobe
     return _faiss_search_chunked(index, xn, k, query_chunk)
 
 

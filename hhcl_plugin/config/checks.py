@@ -149,7 +149,7 @@ RULES: Dict[str, Rule] = {
     "CLUSTER.K2": POSITIVE_INT,
     "CLUSTER.EPS": EPS,
     "CLUSTER.MIN_SAMPLES": POSITIVE_INT,
-    "CLUSTER.KNN_INDEX": OneOf("exact", "ivf"),
+    "CLUSTER.KNN_INDEX": OneOf("exact", "ivf", "auto"),
     "CLUSTER.KNN_BF16_SCREEN": Flag(),
     "CLUSTER.INFOMAP.K": POSITIVE_INT,
     "CLUSTER.INFOMAP.MIN_SIM": Number(lo=-1, hi=1),

@@ -73,9 +73,12 @@ _C.CLUSTER.K1 = 30
 _C.CLUSTER.K2 = 6
 _C.CLUSTER.EPS = 0.45
 _C.CLUSTER.MIN_SAMPLES = 4
-_C.CLUSTER.KNN_INDEX = "exact"  # exact | ivf (approximate, for very large N)
+# exact | ivf (approximate, neighbours re-scored exactly) | auto (exact below 250,000 features, where it
+# finishes in minutes; ivf above: docs/clustering.md)
+_C.CLUSTER.KNN_INDEX = "auto"
 # exact search on CPU: screen block products in bfloat16 where the CPU has bf16 matrix units,
-# then re-score survivors in float32 (same neighbours, ~2x faster); False: float32 blocks only
+# then re-score survivors in float32 (same neighbours, ~2x faster); ivf picks its candidates in bfloat16
+# there; False: float32 products only
 _C.CLUSTER.KNN_BF16_SCREEN = True
 # CLUSTER.NAME infomap: InfoMap on the k-NN graph (links to the K nearest with cosine >= MIN_SIM);
 # modules smaller than MIN_SIZE are outliers; TRIALS: InfoMap restarts, the best one kept

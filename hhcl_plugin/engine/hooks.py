@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..clustering import build_clusterer, cluster_on_all_ranks
+from ..clustering.base import format_distance_stats
 from ..clustering.summary import ground_truth_scores, has_ground_truth
 from ..data import build_test_loader, build_train_loader, build_train_sampler
 from ..memory import build_memory
@@ -177,16 +178,13 @@ class ClusteringHook(HookBase):
 
     def cluster(self, features: torch.Tensor) -> PseudoLabels:
         """Cluster once, on rank 0, and hand every rank the same labels, statistics (or error)."""
-        eng, cfg = self.engine, self.engine.cfg
+        eng = self.engine
         outcome: Dict = {}
         result = cluster_on_all_ranks(self.clusterer, features)  # every rank searches its share of the k-NN
         if comm.is_main_process():
             outcome = {"labels": np.asarray(result.labels, dtype=np.int64), "error": None}
-            if result.num_clusters == 0:
-                outcome["error"] = (
-                    f"no clusters found with CLUSTER.EPS={cfg.CLUSTER.EPS} and CLUSTER.MIN_SAMPLES="
-                    f"{cfg.CLUSTER.MIN_SAMPLES} (nearest-neighbour Jaccard distances: "
-                    f"{_format_stats(result.distance_stats)}); raise CLUSTER.EPS")
+            if result.num_clusters == 0:  # the clusterer knows its own settings and what to change
+                outcome["error"] = self.clusterer.no_clusters_hint(result)
             outcome["stats"] = {"clusters": result.num_clusters, "outliers": result.num_outliers,
                                 "outlier_ratio": result.num_outliers / len(result.labels)}
             if result.eps is not None:  # the radius used: CLUSTER.EPS auto picks it per epoch
@@ -201,8 +199,8 @@ class ClusteringHook(HookBase):
         clusters = PseudoLabels(outcome["labels"], outcome["stats"], outcome["distances"])
         # reachable with P = 1 identity per batch; a softmax over one class is constant
         if clusters.stats["clusters"] == 1:
-            logger.warning("epoch %d: one cluster only, so every memory loss is 0 and the model will not change; "
-                           "lower CLUSTER.EPS (now %s) or CLUSTER.MIN_SAMPLES", eng.epoch + 1, cfg.CLUSTER.EPS)
+            logger.warning("epoch %d: one cluster only, so every memory loss is 0 and the model will not change; %s",
+                           eng.epoch + 1, self.clusterer.few_clusters_hint())
         return clusters
 
     def build_memory(self, features: torch.Tensor, labels: np.ndarray) -> "ClusterMemory":
@@ -225,8 +223,8 @@ class ClusteringHook(HookBase):
             sampler = build_train_sampler(cfg, items, seed=cfg.SEED + eng.epoch)
         except ValueError as e:  # e.g. fewer clusters than identities per batch
             raise ClusteringError(
-                f"epoch {eng.epoch + 1}: {e} (CLUSTER.EPS={cfg.CLUSTER.EPS}, {clusters.stats['clusters']} clusters; "
-                f"nearest-neighbour Jaccard distances: {_format_stats(clusters.distances)})") from None
+                f"epoch {eng.epoch + 1}: {e} ({clusters.stats['clusters']} clusters, nearest-neighbour distances: "
+                f"{format_distance_stats(clusters.distances)}; {self.clusterer.few_clusters_hint()})") from None
         return build_train_loader(cfg, items, eng.data.transform_train, sampler)
 
     def log(self, clusters: PseudoLabels, seconds: float) -> None:
@@ -236,10 +234,6 @@ class ClusteringHook(HookBase):
                     stats["outliers"], 100 * stats["outlier_ratio"], seconds, diag)
         for key, value in stats.items():
             eng.writer.add_scalar(f"cluster/{key}", value, eng.epoch)
-
-
-def _format_stats(stats: Dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.3f}" for k, v in (stats or {}).items()) or "n/a"
 
 
 class EvalHook(HookBase):
