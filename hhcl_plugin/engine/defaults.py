@@ -26,7 +26,8 @@ from ..utils.errors import ConfigError
 from ..utils.logger import setup_logger
 from .build import ENGINE_REGISTRY
 from .checkpoint import load_model_weights
-from .run_dir import check_run_paths, shared_output_dir
+from .resume_config import ALLOW_FLAG, CONFIG, check_resume_config, record_resume
+from .run_dir import LAST, check_run_paths, shared_output_dir, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hhcl_engine import HHCLEngine
@@ -60,6 +61,9 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> torch.device:
 
     For ``--eval-only`` it points ``cfg.OUTPUT_DIR`` at the evaluation's own folder.
     """
+    resume, allow_changes = getattr(args, "resume", False), getattr(args, "allow_config_changes", False)
+    if allow_changes and not resume:
+        raise ConfigError(f"{ALLOW_FLAG} only goes with --resume; drop it, or add --resume")
     check_registered_parts(cfg)
     check_run_paths(cfg)
     device = resolve_device(cfg)
@@ -72,11 +76,18 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> torch.device:
         cfg.defrost()
         cfg.OUTPUT_DIR = args.output_dir
         cfg.freeze()
+    # a resume keeps the run's config.yaml (how it started) and records what it changes
+    changes, from_epoch = check_resume_config(cfg, cfg.OUTPUT_DIR, LAST, allow_changes) if resume else ({}, 0)
     if comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         setup_logger(cfg.OUTPUT_DIR)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
+        if resume:
+            record_resume(cfg.OUTPUT_DIR, changes, from_epoch, allow_changes)
+            for key, (old, new) in changes.items():
+                logger.warning("resume: %s %r -> %r", key, old, new)
+        config_path = os.path.join(cfg.OUTPUT_DIR, CONFIG)
+        if not (resume and os.path.isfile(config_path)):
+            write_text(config_path, cfg.dump())
     else:  # other ranks only report problems
         setup_logger(level=logging.WARNING)
     logger.info("config %s, output in %s, %d process(es)", getattr(args, "config_file", "") or "(defaults)",
