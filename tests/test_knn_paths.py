@@ -152,3 +152,14 @@ def test_rescore_top_k_scores_orders_and_pads_candidate_lists():
     expected = pair_inner_products(x, np.zeros(3, np.int64), idx[0])
     assert np.array_equal(sims[0], expected) and (np.diff(sims[0]) <= 0).all()
     assert idx[1].tolist() == [2, -1, -1] and np.isneginf(sims[1, 1:]).all()
+
+
+def test_a_wrong_switch_value_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    from hhcl_plugin.tools.train import main
+
+    monkeypatch.setenv(BF16_SCREEN_ENV, "fast")
+    out = tmp_path / "out"
+    code = main(["DATASETS.NAMES", "('synthreid',)", "DATASETS.ROOT", str(tmp_path / "data"), "OUTPUT_DIR", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and f"{BF16_SCREEN_ENV}='fast'" in err
+    assert not out.exists()

@@ -17,6 +17,7 @@ import torch
 from yacs.config import CfgNode
 
 from ..clustering import CLUSTERER_REGISTRY
+from ..clustering.knn import bf16_screen_mode
 from ..data import SAMPLER_REGISTRY, build_data
 from ..memory import MEMORY_REGISTRY
 from ..modeling import build_model, resolve_device
@@ -49,6 +50,7 @@ def check_registered_parts(cfg: CfgNode) -> None:
             registry.get(name)
         except KeyError as e:
             raise ConfigError(f"{key}: {e.args[0]}") from None
+    bf16_screen_mode()  # the k-NN's switch (HHCL_KNN_BF16) is read at every clustering: checked now
     memory = MEMORY_REGISTRY.get(cfg.MEMORY.MODE)
     try:
         memory(1, 1, **memory.kwargs_from_cfg(cfg))
