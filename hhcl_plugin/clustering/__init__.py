@@ -17,7 +17,15 @@ from .jaccard import (
     k_reciprocal_weights,
     knn_jaccard_graph,
 )
-from .knn import KNNGraph, build_knn_graph, knn_search, prepare_features
+from .knn import (
+    KNNGraph,
+    build_knn_graph,
+    knn_search,
+    order_by_row_score_index,
+    pair_inner_products,
+    prepare_features,
+    rescore_top_k,
+)
 from .result import ClusteringResult, nearest_distance_stats
 
 __all__ = [
@@ -42,6 +50,9 @@ __all__ = [
     "k_reciprocal_sets",
     "k_reciprocal_weights",
     "knn_search",
+    "order_by_row_score_index",
+    "pair_inner_products",
+    "rescore_top_k",
     "prepare_features",
     "knn_jaccard_graph",
     "Clusterer",

@@ -19,11 +19,20 @@ clustering only touches the neighbour lists.  So the backend is chosen for speed
 All backends return the point itself in column 0, because the k-reciprocal
 re-ranking treats "i is among its own k nearest neighbours" as given; with exact
 duplicates in the data a plain top-k could otherwise rank a twin first or drop i.
+
+One scoring, one order: whatever a path multiplies to find its candidates, the
+similarity of every listed neighbour is computed by :func:`pair_inner_products` and
+the lists are ordered by :func:`order_by_row_score_index` (score descending, then
+index ascending).  The exact paths keep every candidate that the products' rounding
+error bound (:func:`float32_score_error`) cannot rule out, so on one machine every
+exact path gives the same lists, whatever CPU flags, threads or shards chose it.
+:func:`rescore_top_k` applies both to any candidate lists (an approximate search's too).
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -31,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..utils.errors import ClusteringError
+from ..utils.errors import ClusteringError, ConfigError
 from ..utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -39,6 +48,16 @@ logger = logging.getLogger(__name__)
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 KNN_INDEX_TYPES = ("exact", "ivf", "auto")
+
+# The switch of the bfloat16 screen: "auto" (by the CPU's flags), "off" (plain float32
+# blocks, as on a CPU without bfloat16 units) or "emulate" (the screen with bfloat16
+# rounding emulated around float32 products, on any CPU; slow, for tests).
+BF16_SCREEN_ENV = "HHCL_KNN_BF16"
+BF16_SCREEN_MODES = ("auto", "off", "emulate")
+
+# candidates beyond k that the float32 block searches keep per row; rows whose
+# candidates may still miss a top-k member are searched again in full
+SPARE_CANDIDATES = 16
 
 
 def faiss_num_gpus() -> int:
@@ -143,7 +162,8 @@ def build_knn_graph(
         nprobe: cells searched per cell by ``ivf`` (default: :mod:`.knn_approx`'s).
         query_chunk: queries per faiss search call.
         screen: allow the bfloat16-screened exact search on CPU (same result, faster
-            where the CPU has bfloat16 matrix units); False forces plain float32 blocks.
+            where the CPU has bfloat16 matrix units); False forces plain float32 blocks,
+            as does the environment variable ``HHCL_KNN_BF16=off`` (:func:`bf16_screen_mode`).
     """
     if index not in KNN_INDEX_TYPES:
         raise ValueError(f"unknown k-NN index '{index}', expected one of {', '.join(KNN_INDEX_TYPES)}")
@@ -157,13 +177,11 @@ def build_knn_graph(
         if resolve_knn_index(index, x.shape[0], on_gpu=on_cuda) == "ivf":
             found = approximate_knn(x, k, low_precision=None if screen else False,
                                     **({} if nprobe is None else {"nprobe": nprobe}))
-    if found is not None:
-        sims, idx = found
-    elif use_faiss_gpu:
-        sims, idx = _faiss_flat_gpu(x, k, query_chunk=query_chunk)
-    else:
-        found = _screened_topk(x, k, block_size=block_size) if screen and not on_cuda else None
-        sims, idx = found if found is not None else _torch_blocked_topk(x, k, block_size=block_size)
+    if found is None and use_faiss_gpu:
+        found = _faiss_flat_gpu(x, k, query_chunk=query_chunk, block_size=block_size)
+    if found is None and screen and not on_cuda:
+        found = _screened_topk(x, k, block_size=block_size)
+    sims, idx = found if found is not None else _torch_blocked_topk(x, k, block_size=block_size)
     return KNNGraph(x, *_put_self_first(x, sims, idx))
 
 
@@ -174,14 +192,13 @@ def knn_search(features: ArrayLike, k: int, **options: Any) -> Tuple[np.ndarray,
 
 
 def knn_rows(x: torch.Tensor, k: int, rows: slice, block_size: int = 2048,
-             spare: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+             spare: int = SPARE_CANDIDATES) -> Tuple[np.ndarray, np.ndarray]:
     """Top-k of the query ``rows`` of checked features ``x`` among all rows, one shard of a sharded search.
 
     Blocks of float32 products on ``x``'s device pick ``k + spare`` candidates per row;
-    they are re-scored pair by pair (:func:`pair_inner_products`, as the screened search
-    scores its survivors) and ordered by score, then index.  So a shard's lists do not
-    depend on which other rows share its process, and equal those of the screened search
-    up to ties that the ``spare`` candidates do not resolve.
+    :func:`_exact_top_k` scores and orders them as every exact path does, so a shard's
+    lists do not depend on which other rows share its process and equal those of the
+    one-process search.
     """
     n = x.shape[0]
     query = x[rows]
@@ -200,36 +217,125 @@ def knn_rows(x: torch.Tensor, k: int, rows: slice, block_size: int = 2048,
                 top_v, pos = torch.topk(v, kk, dim=1)
                 best_v[a:a + block_size] = top_v
                 best_i[a:a + block_size] = torch.gather(i, 1, pos)
-    cand = best_i.cpu().numpy()
     first = rows.start or 0
-    query_rows = np.repeat(np.arange(first, first + m, dtype=np.int64), kk)
-    exact = pair_inner_products(x, query_rows, cand.ravel()).reshape(m, kk)
-    # by decreasing score, then increasing index: a stable sort by score of index-sorted candidates
-    by_index = np.argsort(cand, axis=1, kind="stable")
-    cand_sorted = np.take_along_axis(cand, by_index, 1)
-    exact_sorted = np.take_along_axis(exact, by_index, 1)
-    order = np.argsort(_descending_key(exact_sorted), axis=1, kind="stable")[:, :min(k, n)]
-    return (np.ascontiguousarray(np.take_along_axis(exact_sorted, order, 1)),
-            np.ascontiguousarray(np.take_along_axis(cand_sorted, order, 1)))
+    return _exact_top_k(x, np.arange(first, first + m, dtype=np.int64), best_i.cpu().numpy(),
+                        best_v.cpu().numpy(), min(k, n), block_size=block_size)
 
 
-def _torch_blocked_topk(x: torch.Tensor, k: int, block_size: int = 2048) -> Tuple[np.ndarray, np.ndarray]:
+def float32_score_error(x: torch.Tensor) -> float:
+    """A bound on ``|float32 score - exact score|`` of any pair of rows of ``x``, however computed.
+
+    A float32 inner product of length D, in any summation order, with or without FMA, is
+    within ``gamma_D * sum |a_i b_i| <= gamma_D |a| |b|`` of the exact one (``gamma_D =
+    D u / (1 - D u)``, ``u = 2^-24``).  Two computations of one pair (a block product and
+    :func:`pair_inner_products`) differ by at most twice this.
+    """
+    dim = x.shape[1]
+    u = 2.0 ** -24
+    gamma = dim * u / (1 - dim * u)
+    max_norm = float(torch.linalg.vector_norm(x, dim=1).max()) if x.shape[0] else 0.0
+    return 1.01 * gamma * max_norm ** 2 + 1e-12
+
+
+def _exact_top_k(x: torch.Tensor, query: np.ndarray, cand: np.ndarray, approx: np.ndarray, k: int,
+                 block_size: int = 2048) -> Tuple[np.ndarray, np.ndarray]:
+    """The exact top-k of the ``query`` rows from float32 block candidates, scored and ordered as on every path.
+
+    ``cand`` / ``approx``: each query row's best columns and their block scores, in
+    decreasing block score (``k`` or more per row).  A column can be in a row's final
+    top-k only if its block score is within ``4 e`` of the row's k-th best block score
+    (``e`` = :func:`float32_score_error`: each of the two computations of a pair errs by
+    at most ``e``).  So the candidates in that band are re-scored; a row whose last
+    candidate is still in the band may have more, and is searched again in full.
+    """
+    n = x.shape[0]
+    band = 4.0 * float32_score_error(x)
+    m, width = cand.shape
+    kth = approx[:, k - 1] if m else np.zeros(0, np.float32)
+    floor = kth.astype(np.float64) - band
+    complete = np.full(m, width >= n) | (approx[:, -1] < floor)
+    keep = (approx >= floor[:, None]) & complete[:, None]
+    local, slot = np.nonzero(keep)
+    local_parts, col_parts = [local], [cand[local, slot]]
+    again = np.flatnonzero(~complete)
+    if len(again):
+        logger.debug("k-NN: %d rows with more than %d candidates in the rounding band, searched again in full",
+                     len(again), width)
+        step = max(1, (1 << 24) // max(1, n))  # ~64 MB of scores at a time
+        with torch.no_grad():
+            for s in range(0, len(again), step):
+                part = again[s:s + step]
+                sim = x[torch.from_numpy(query[part]).to(x.device)] @ x.T
+                low = torch.topk(sim, k, dim=1).values[:, -1:].double() - band
+                r, c = torch.nonzero(sim.double() >= low, as_tuple=True)
+                local_parts.append(part[r.cpu().numpy()])
+                col_parts.append(c.cpu().numpy())
+    local = np.concatenate(local_parts)
+    cols = np.concatenate(col_parts).astype(np.int64)
+    return _top_k_of_scored_pairs(local, pair_inner_products(x, query[local], cols), cols, m, k)
+
+
+def rescore_top_k(x: torch.Tensor, query: np.ndarray, cand: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Each query row's top-k among its candidate columns, scored and ordered as every k-NN path does.
+
+    ``cand`` (m, c) holds candidate columns of the rows ``query`` (m,); ``-1`` marks an
+    empty slot, a column listed twice counts once.  Scores come from
+    :func:`pair_inner_products`, the order from :func:`order_by_row_score_index`.  Rows
+    with fewer than k candidates end in ``-1`` slots of score ``-inf``.  The result is
+    the exact top-k only if the candidates hold it (an approximate search's may not).
+    """
+    query = np.asarray(query, np.int64)
+    cand = np.asarray(cand, np.int64)
+    m = len(query)
+    local, slot = np.nonzero(cand >= 0)
+    cols = cand[local, slot]
+    if len(cols):  # a column listed twice in a row: once
+        key = local * x.shape[0] + cols
+        _, unique = np.unique(key, return_index=True)
+        local, cols = local[unique], cols[unique]
+    return _top_k_of_scored_pairs(local, pair_inner_products(x, query[local], cols), cols, m, k)
+
+
+def _top_k_of_scored_pairs(local: np.ndarray, scores: np.ndarray, cols: np.ndarray, m: int,
+                           k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(sims, idx)`` (m, k) from scored pairs of local rows ``0..m-1``, by :func:`order_by_row_score_index`."""
+    sims = np.full((m, k), -np.inf, np.float32)
+    idx = np.full((m, k), -1, np.int64)
+    if len(local) == 0:
+        return sims, idx
+    order = order_by_row_score_index(local, scores, cols)
+    counts = np.bincount(local, minlength=m)
+    first = np.zeros(m, np.int64)
+    np.cumsum(counts[:-1], out=first[1:])
+    slot = np.arange(len(order)) - np.repeat(first, counts)
+    taken = np.flatnonzero(slot < k)
+    rows_of = local[order[taken]]
+    sims[rows_of, slot[taken]] = scores[order[taken]]
+    idx[rows_of, slot[taken]] = cols[order[taken]]
+    return sims, idx
+
+
+def _torch_blocked_topk(x: torch.Tensor, k: int, block_size: int = 2048,
+                        spare: int = SPARE_CANDIDATES) -> Tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product, computing each block pair (I, J), J >= I, once.
 
     ``S_IJ = X_I X_J^T`` updates the running top-k of the rows of I, and its transpose
-    updates those of J, which halves the N^2 D flops of a plain chunked search.
+    updates those of J, which halves the N^2 D flops of a plain chunked search.  The
+    blocks keep ``k + spare`` candidates per row, which :func:`_exact_top_k` scores and
+    orders as every exact path does.
     """
     n = x.shape[0]
     device = x.device
     bs = int(max(1, min(block_size, n)))
     starts = list(range(0, n, bs))
-    best_v = torch.full((n, k), -math.inf, dtype=torch.float32, device=device)
-    best_i = torch.full((n, k), -1, dtype=torch.int64, device=device)
+    width = min(k + spare, n)
+    best_v = torch.full((n, width), -math.inf, dtype=torch.float32, device=device)
+    best_i = torch.full((n, width), -1, dtype=torch.int64, device=device)
 
     def merge(rows: slice, vals: torch.Tensor, cols: torch.Tensor) -> None:
         v = torch.cat([best_v[rows], vals], dim=1)
         i = torch.cat([best_i[rows], cols], dim=1)
-        top_v, pos = torch.topk(v, k, dim=1)
+        top_v, pos = torch.topk(v, width, dim=1)
         best_v[rows] = top_v
         best_i[rows] = torch.gather(i, 1, pos)
 
@@ -238,15 +344,16 @@ def _torch_blocked_topk(x: torch.Tensor, k: int, block_size: int = 2048) -> Tupl
         for a, b in progress(pairs, total=len(pairs), desc="k-NN blocks"):
             rows_a, rows_b = slice(a, min(a + bs, n)), slice(b, min(b + bs, n))
             sim = x[rows_a] @ x[rows_b].T
-            kk = min(k, sim.shape[1])
+            kk = min(width, sim.shape[1])
             v, i = torch.topk(sim, kk, dim=1)
             merge(rows_a, v, i + b)
             if b != a:
                 sim_t = sim.T.contiguous()
-                kk = min(k, sim_t.shape[1])
+                kk = min(width, sim_t.shape[1])
                 v, i = torch.topk(sim_t, kk, dim=1)
                 merge(rows_b, v, i + a)
-    return best_v.cpu().numpy(), best_i.cpu().numpy()
+    return _exact_top_k(x, np.arange(n, dtype=np.int64), best_i.cpu().numpy(), best_v.cpu().numpy(), k,
+                        block_size=bs)
 
 
 def cpu_has_bf16_matmul() -> bool:
@@ -261,6 +368,23 @@ def cpu_has_bf16_matmul() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def bf16_screen_mode() -> str:
+    """How the exact CPU search uses bfloat16: ``"hardware"``, ``"emulate"`` or ``"off"``.
+
+    The one switch between the k-NN's CPU paths: ``HHCL_KNN_BF16`` = ``auto`` (default:
+    the screen where :func:`cpu_has_bf16_matmul`), ``off`` (plain float32 blocks, the path
+    of a CPU without bfloat16 units) or ``emulate`` (the screen with bfloat16 emulated, on
+    any CPU).  Every path gives the same lists; the switch lets one machine run them all.
+    """
+    value = os.environ.get(BF16_SCREEN_ENV, "").strip().lower() or "auto"
+    if value not in BF16_SCREEN_MODES:
+        raise ConfigError(f"environment variable {BF16_SCREEN_ENV}={value!r} is not one of "
+                          f"{', '.join(BF16_SCREEN_MODES)}; set one of them or unset it")
+    if value == "auto":
+        return "hardware" if cpu_has_bf16_matmul() else "off"
+    return value
 
 
 def _screened_topk(
@@ -280,15 +404,19 @@ def _screened_topk(
     bfloat16 block itself, against thresholds rounded down to bfloat16, so no block is
     ever converted.  The survivors (k plus a thin band per row) are kept per block pair
     (:class:`_CandidatePool`), re-scored in float32 there, each unordered pair once, and
-    the top-k is taken among them, ties broken by the lower index.  Returns None where
-    the CPU has no bfloat16 matrix units (the caller then searches in float32).
-    ``emulate_bf16`` rounds operands and outputs explicitly around float32 products, so
-    that the screening is testable on any CPU.
+    the top-k is taken among them by :func:`pair_inner_products` and
+    :func:`order_by_row_score_index`, as on every path.  Returns None where
+    :func:`bf16_screen_mode` is ``"off"`` (the caller then searches in float32 blocks).
+    ``emulate_bf16`` (or ``HHCL_KNN_BF16=emulate``) rounds operands and outputs explicitly
+    around float32 products, so that the screening is testable on any CPU.
     """
     n, dim = x.shape
     bs = int(max(1, min(block_size, n)))
-    if not (emulate_bf16 or cpu_has_bf16_matmul()):
-        return None
+    if not emulate_bf16:
+        mode = bf16_screen_mode()
+        if mode == "off":
+            return None
+        emulate_bf16 = mode == "emulate"
     # reused buffers (no bfloat16 copy of all features is kept): the current row block's
     # operand, converted once for all its pairs, a column block's, and the scores
     operand_dtype = torch.float32 if emulate_bf16 else torch.bfloat16
@@ -406,15 +534,10 @@ def _screened_topk(
         idx = np.empty((n, k), np.int64)
         for a in starts:
             local_rows, cols, exact = pool.candidates_of_rows(a, starts)
-            counts = np.bincount(local_rows, minlength=min(a + bs, n) - a)
-            if counts.min() < k:  # the running top-k always survives; anything else is a bug
+            m = min(a + bs, n) - a
+            if np.bincount(local_rows, minlength=m).min() < k:  # the running top-k always survives
                 raise RuntimeError("screened k-NN lost candidates; search again with screen=False")
-            order = _order_by_row_score_index(local_rows, exact, cols)
-            first = np.zeros(len(counts), np.int64)
-            np.cumsum(counts[:-1], out=first[1:])
-            take = order[(first[:, None] + np.arange(k)).ravel()]
-            sims[a:a + len(counts)] = exact[take].reshape(-1, k)
-            idx[a:a + len(counts)] = cols[take].reshape(-1, k)
+            sims[a:a + m], idx[a:a + m] = _top_k_of_scored_pairs(local_rows, exact, cols, m, k)
     logger.debug("screened k-NN: operand error %.2e, %.1f float32 re-scores per row", operand_error,
                  pool.rescored / n)
     return sims, idx
@@ -455,11 +578,10 @@ class _CandidatePool:
             self.size += len(self.parts[(a, b)][0])
 
     def rescore(self, x: torch.Tensor, keep_keys: np.ndarray, bs: int) -> None:
-        """Final prune, then the float32 score of every pair left, in place of its key."""
+        """Final prune, then the score of every pair left (:func:`pair_inner_products`), in place of its key."""
         self.prune(keep_keys)
-        n = x.shape[0]
         for (a, b), (r, c, _, flags) in self.parts.items():
-            exact = _block_pair_products(x[a:min(a + bs, n)], x[b:min(b + bs, n)], r, c)
+            exact = pair_inner_products(x, a + r.astype(np.int64), b + c.astype(np.int64))
             self.parts[(a, b)] = (r, c, exact, flags)
             self.rescored += len(r)
 
@@ -517,11 +639,13 @@ def _block_pair_products(rows_x: torch.Tensor, cols_x: torch.Tensor, r: np.ndarr
             return torch.sparse.sampled_addmm(pattern, rows_x, cols_x.T, beta=0.0).values().cpu().numpy()
 
 
-def _order_by_row_score_index(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """The permutation that orders pairs by row, then decreasing score, then column.
+def order_by_row_score_index(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The permutation that orders pairs by row, then decreasing score, then increasing column.
 
-    One int64 sort of (row, score) keys; exact score ties within a row (duplicated
-    features) are rare, so only their runs are re-ordered by column afterwards.
+    The one tie rule of every k-NN list: ``rows`` are non-negative local row numbers
+    (< 2^31), ``scores`` float32 (-0.0 == 0.0), ``cols`` the neighbours' indices.  One
+    int64 sort of (row, score) keys; exact score ties within a row (duplicated features)
+    are rare, so only their runs are re-ordered by column afterwards.
     """
     key = (rows.astype(np.int64) << 32) | _descending_key(scores)
     order = np.argsort(key)
@@ -582,7 +706,12 @@ def _descending_key(values: np.ndarray) -> np.ndarray:
 
 
 def pair_inner_products(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``x[rows[t]] . x[cols[t]]`` for every t, as float32 numpy, in any order of the pairs."""
+    """``x[rows[t]] . x[cols[t]]`` for every t, as float32 numpy, in any order of the pairs.
+
+    The one scoring of every k-NN path: each pair's value is one dot product of the two
+    rows (a sampled matmul on ``x``'s device), which depends on the two rows only, not on
+    the other pairs asked for, their order, the thread count or which path asked.
+    """
     n = x.shape[0]
     rows = np.asarray(rows, np.int64)
     cols = np.asarray(cols, np.int64)
@@ -592,7 +721,9 @@ def pair_inner_products(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> 
     order = None if (len(key) < 2 or bool((key[1:] >= key[:-1]).all())) else np.argsort(key, kind="stable")
     if order is not None:
         rows, cols = rows[order], cols[order]
-    vals = _block_pair_products(x, x, rows, cols)
+    # only the spanned rows enter the sampled matmul (a block pair's pairs span two blocks)
+    r0, c0 = int(rows[0]), int(cols.min())
+    vals = _block_pair_products(x[r0:int(rows[-1]) + 1], x[c0:int(cols.max()) + 1], rows - r0, cols - c0)
     if order is None:
         return vals
     out = np.empty_like(vals)
@@ -600,7 +731,9 @@ def pair_inner_products(x: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> 
     return out
 
 
-def _faiss_flat_gpu(x: torch.Tensor, k: int, query_chunk: int) -> Tuple[np.ndarray, np.ndarray]:
+def _faiss_flat_gpu(x: torch.Tensor, k: int, query_chunk: int, block_size: int = 2048,
+                    spare: int = SPARE_CANDIDATES) -> Tuple[np.ndarray, np.ndarray]:
+    """faiss' exact GPU index picks ``k + spare`` candidates per row; :func:`_exact_top_k` finishes."""
     import faiss
 
     xn = x.cpu().numpy()
@@ -609,7 +742,9 @@ def _faiss_flat_gpu(x: torch.Tensor, k: int, query_chunk: int) -> Tuple[np.ndarr
     cfg.device = x.device.index or 0
     index = faiss.GpuIndexFlatIP(res, xn.shape[1], cfg)
     index.add(xn)
-    return _faiss_search_chunked(index, xn, k, query_chunk)
+    n = xn.shape[0]
+    approx, cand = _faiss_search_chunked(index, xn, min(k + spare, n), query_chunk)
+    return _exact_top_k(x, np.arange(n, dtype=np.int64), cand, approx, k, block_size=block_size)
 
 
 def _faiss_search_chunked(index, xn: np.ndarray, k: int, query_chunk: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -645,8 +780,7 @@ def _put_self_first(x: torch.Tensor, sims: np.ndarray, idx: np.ndarray,
         self_sim = np.where(is_self, s_chunk, -np.inf).max(1).astype(np.float32)
         missing = np.flatnonzero(~found)
         if len(missing):
-            xm = x[torch.from_numpy(a + missing).to(x.device)]
-            self_sim[missing] = (xm * xm).sum(1).cpu().numpy()
+            self_sim[missing] = pair_inner_products(x, a + missing, a + missing)
         ext_idx = np.concatenate([self_idx, i_chunk], axis=1)
         ext_sim = np.concatenate([self_sim[:, None], s_chunk], axis=1)
         drop = np.concatenate([np.zeros((b - a, 1), bool), is_self | (i_chunk < 0)], axis=1)

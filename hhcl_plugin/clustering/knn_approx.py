@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..utils.progress import progress
-from .knn import _descending_key, cpu_has_bf16_matmul, pair_inner_products
+from .knn import cpu_has_bf16_matmul, order_by_row_score_index, pair_inner_products
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +219,7 @@ def _rescored_top_k(x: torch.Tensor, cand: np.ndarray, k: int) -> Tuple[np.ndarr
     rows, cols = np.divmod(keys, n)
     del keys
     exact = pair_inner_products(x, rows, cols)  # row-major: already in the product's order
-    # by row, then decreasing score, then increasing index (cols ascend within a row: a stable sort keeps that)
-    order = np.argsort((rows << 32) | _descending_key(exact), kind="stable")
+    order = order_by_row_score_index(rows, exact, cols)  # the one tie rule of every k-NN list
     counts = np.bincount(rows, minlength=n)
     first = np.zeros(n, np.int64)
     np.cumsum(counts[:-1], out=first[1:])

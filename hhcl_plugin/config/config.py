@@ -120,9 +120,38 @@ def _translate_yacs_error(err: Exception, origin: str) -> ConfigError:
     return ConfigError(f"invalid config in {origin}: {msg}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _floats_where_floats(cfg: CfgNode, data: Dict[str, Any]) -> None:
+    """An integer given for a float key (``BASE_LR: 1``) becomes that float, in place, as people type it.
+
+    yacs types a key by its default and would refuse ``1`` where ``0.001`` stood.
+    """
+    for key, value in data.items():
+        current = cfg.get(key) if isinstance(cfg, CfgNode) else None
+        if isinstance(value, dict) and isinstance(current, CfgNode):
+            _floats_where_floats(current, value)
+        elif isinstance(current, float) and _is_int(value):
+            data[key] = float(value)
+
+
+def _float_override(cfg: CfgNode, key: str, value: Any) -> Any:
+    """A command-line value, as a float where ``key`` holds a float and the value is an integer."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, CfgNode) else None
+    if not isinstance(node, float):
+        return value
+    decoded = CfgNode._decode_cfg_value(value) if isinstance(value, str) else value
+    return float(decoded) if _is_int(decoded) else value
+
+
 def merge_from_file(cfg: CfgNode, path: str) -> CfgNode:
     """Merge a YAML file (following ``_BASE_`` chains) into ``cfg``."""
     data = _load_yaml_with_base(path)
+    _floats_where_floats(cfg, data)
     untyped = {key: _pop_nested(data, key) for key in NUMBER_OR_WORD_KEYS}
     try:
         cfg.merge_from_other_cfg(CfgNode(data))
@@ -139,7 +168,8 @@ def merge_from_list(cfg: CfgNode, opts: Sequence[str]) -> CfgNode:
     if len(opts) % 2:
         raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
     pairs = list(zip(opts[0::2], opts[1::2]))
-    typed = [item for key, value in pairs if key not in NUMBER_OR_WORD_KEYS for item in (key, value)]
+    typed = [item for key, value in pairs if key not in NUMBER_OR_WORD_KEYS
+             for item in (key, _float_override(cfg, key, value))]
     try:
         CfgNode.merge_from_list(cfg, typed)  # yacs' own (HHCLConfig's is this function)
     except (KeyError, ValueError, AssertionError) as e:

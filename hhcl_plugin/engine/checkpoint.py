@@ -18,6 +18,7 @@ from torch import nn
 
 from ..modeling.official_import import convert_official_state_dict, is_official_layout
 from ..modeling.zoo import resolve_weights
+from ..utils import paths
 from ..utils.errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,17 @@ def save_checkpoint(state: Mapping[str, Any], path: str, keep_previous: bool = F
     With ``keep_previous`` the checkpoint being replaced is kept as ``<name>.prev.pth``, so
     a file damaged later (a full disk, a bad copy) still leaves one good checkpoint. It is
     kept through a second name (a hard link), so ``path`` exists at every moment, also when
-    SIGTERM or Ctrl-C stops the process in the middle.
+    SIGTERM or Ctrl-C stops the process in the middle.  An OS error (a full disk) is one
+    line (:func:`~hhcl_plugin.utils.paths.write_error`) and leaves ``path`` as it was.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    except OSError as e:
+        raise paths.write_error(path, e, "checkpoint") from None
+    try:
+        with paths.open_for_write(fd) as f:
             torch.save(dict(state), f)
             f.flush()
             os.fsync(f.fileno())
@@ -50,9 +55,11 @@ def save_checkpoint(state: Mapping[str, Any], path: str, keep_previous: bool = F
         if keep_previous and os.path.exists(path):
             _keep_as_previous(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):  # a full disk, a read-only file system: one line, the previous file intact
+            raise paths.write_error(path, e, "checkpoint") from None
         raise
 
 

@@ -18,6 +18,7 @@ import torch
 from yacs.config import CfgNode
 
 from ..clustering import CLUSTERER_REGISTRY
+from ..clustering.knn import bf16_screen_mode
 from ..config.config import freeze_checked, with_values
 from ..data import SAMPLER_REGISTRY, build_data, check_data_paths
 from ..memory import MEMORY_REGISTRY
@@ -28,7 +29,8 @@ from ..utils.errors import ConfigError
 from ..utils.logger import setup_logger
 from .build import ENGINE_REGISTRY
 from .checkpoint import load_model_weights
-from .run_dir import check_run_paths, release_lock, shared_output_dir
+from .resume_config import ALLOW_FLAG, CONFIG, check_resume_config, record_resume
+from .run_dir import LAST, check_run_paths, release_lock, shared_output_dir, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hhcl_engine import HHCLEngine
@@ -55,6 +57,7 @@ def check_registered_parts(cfg: CfgNode) -> None:
             registry.get(name)
         except KeyError as e:
             raise ConfigError(f"{key}: {e.args[0]}") from None
+    bf16_screen_mode()  # the k-NN's switch (HHCL_KNN_BF16) is read at every clustering: checked now
     memory = MEMORY_REGISTRY.get(cfg.MEMORY.MODE)
     kwargs = memory.kwargs_from_cfg(cfg)
     setting = (cfg.ENGINE, cfg.CLUSTER.NAME, cfg.DATALOADER.SAMPLER, cfg.MEMORY.MODE, repr(sorted(kwargs.items())))
@@ -100,29 +103,38 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> RunSetup:
 
     For ``--eval-only`` ``run.cfg.OUTPUT_DIR`` is the evaluation's own folder (also ``args.output_dir``).
     A config not yet frozen (``cfg.merge_from_file(...)`` without :func:`setup_cfg`) is checked and frozen
-    in a copy first.
+    in a copy first.  ``--resume`` keeps the run's ``config.yaml`` (how it started) and records in the
+    run folder what it changes; keys that change what is trained are refused unless allowed.
     """
     if not cfg.is_frozen():
         cfg = freeze_checked(cfg.clone())
+    resume, allow_changes = getattr(args, "resume", False), getattr(args, "allow_config_changes", False)
+    if allow_changes and not resume:
+        raise ConfigError(f"{ALLOW_FLAG} only goes with --resume; drop it, or add --resume")
     check_registered_parts(cfg)
-    check_run_paths(cfg)
     check_data_paths(cfg)
+    check_run_paths(cfg)  # last: it creates OUTPUT_DIR
     device = resolve_device(cfg)
     if comm.init_distributed(device.type) and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     eval_only = getattr(args, "eval_only", False)
     # --eval-only writes into a folder of its own; a training run holds OUTPUT_DIR's lock until RunSetup.close
-    args.output_dir = shared_output_dir(cfg.OUTPUT_DIR, getattr(args, "resume", False), eval_only,
-                                        getattr(args, "move_aside", False))
+    args.output_dir = shared_output_dir(cfg.OUTPUT_DIR, resume, eval_only, getattr(args, "move_aside", False))
     setup = RunSetup(with_values(cfg, {"OUTPUT_DIR": args.output_dir if args.output_dir != cfg.OUTPUT_DIR else None}),
                      device, locked=not eval_only and comm.is_main_process())
     cfg = setup.cfg
     try:
+        changes, from_epoch = check_resume_config(cfg, cfg.OUTPUT_DIR, LAST, allow_changes) if resume else ({}, 0)
         if comm.is_main_process():
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
             setup_logger(cfg.OUTPUT_DIR)
-            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-                f.write(cfg.dump())
+            if resume:
+                record_resume(cfg.OUTPUT_DIR, changes, from_epoch, allow_changes)
+                for key, (old, new) in changes.items():
+                    logger.warning("resume: %s %r -> %r", key, old, new)
+            config_path = os.path.join(cfg.OUTPUT_DIR, CONFIG)
+            if not (resume and os.path.isfile(config_path)):
+                write_text(config_path, cfg.dump())
         else:  # other ranks only report problems
             setup_logger(level=logging.WARNING)
         logger.info("config %s, output in %s, %d process(es)", getattr(args, "config_file", "") or "(defaults)",

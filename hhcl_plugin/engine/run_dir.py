@@ -21,7 +21,7 @@ from yacs.config import CfgNode
 
 from ..utils import comm
 from ..utils.errors import UserError
-from ..utils.paths import check_weights, check_writable_dir
+from ..utils.paths import check_weights, check_writable_dir, write_atomically
 from .checkpoint import previous_path
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,10 @@ _held: List[str] = []  # lock files this process holds
 
 
 def check_run_paths(cfg: CfgNode) -> None:
-    """The run's own paths (``OUTPUT_DIR``, ``MODEL.WEIGHTS``), before any work; the data's are the data's
-    (``hhcl_plugin.data.check_data_paths``)."""
-    check_writable_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
+    """The run's own paths (``MODEL.WEIGHTS``, then ``OUTPUT_DIR``, which the check creates), before any work;
+    the data's are the data's (``hhcl_plugin.data.check_data_paths``)."""
     check_weights(cfg.MODEL.WEIGHTS)
+    check_writable_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
 
 
 def run_files(folder: str) -> List[str]:
@@ -117,11 +117,15 @@ def shared_output_dir(folder: str, resume: bool = False, eval_only: bool = False
 
 
 def write_json(path: str, content: Any) -> str:
-    """``content`` as JSON in ``path``, written whole or not at all (a crash leaves the previous file)."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(content, f, indent=2)
-    os.replace(path + ".tmp", path)
-    return path
+    """``content`` as JSON in ``path``, written whole or not at all (a crash or a full disk leaves the previous file)."""
+    data = json.dumps(content, indent=2).encode()
+    return write_atomically(path, lambda f: f.write(data))
+
+
+def write_text(path: str, text: str) -> str:
+    """``text`` in ``path``, written whole or not at all."""
+    data = text.encode()
+    return write_atomically(path, lambda f: f.write(data))
 
 
 def write_results(folder: str, results: Dict[str, Any]) -> str:

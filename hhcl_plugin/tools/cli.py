@@ -9,6 +9,7 @@ import threading
 from typing import Callable, Iterator, List, Optional
 
 from ..utils.errors import UserError
+from ..utils.paths import describe_os_error
 
 
 def one_line(error: Exception) -> str:
@@ -62,6 +63,12 @@ def run_cli(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.
             return run(args)
     except UserError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # writing under OUTPUT_DIR, DATASETS.ROOT, --output: one line; anything else is a bug
+        line = describe_os_error(e)
+        if line is None:
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
         return 2
     except BaseException as e:
         if not isinstance(e, KeyboardInterrupt) and not _STOP_SIGNALS:

@@ -8,7 +8,6 @@ benchmarks), and for any dataset a picture of the clusters to judge them by eye.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ from ..config import setup_cfg
 from ..config.config import AUTO, EpsSetting, check_eps
 from ..utils.errors import ConfigError
 from ..utils.logger import setup_logger
+from ..utils.paths import check_writable_file
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,6 +72,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     for flag, path in (("--output", args.output), ("--figure", args.figure)):
         if path and os.path.isdir(path):
             raise ConfigError(f"{flag} {path} is a folder; give a file name")
+        if path:  # creates its folder and a file in it: an OS error is one line now, not after the features
+            check_writable_file(path, flag)
 
 
 def build_sweeping_clusterer(cfg: "CfgNode") -> Any:
@@ -137,10 +139,8 @@ def run(args: argparse.Namespace) -> int:
     logger.info("clusterings of the %d training images of %s (CLUSTER.K1 %d, K2 %d, MIN_SAMPLES %d):\n%s",
                 len(paths), data.name, cfg.CLUSTER.K1, cfg.CLUSTER.K2, cfg.CLUSTER.MIN_SAMPLES, format_table(rows))
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump({"dataset": data.name, "images": len(paths),
-                       "rows": [{k: v for k, v in r.items() if k != "labels"} for r in rows]}, f, indent=2)
+        write_json(args.output, {"dataset": data.name, "images": len(paths),
+                                 "rows": [{k: v for k, v in r.items() if k != "labels"} for r in rows]})
         logger.info("rows written to %s", args.output)
     if args.figure:
         for row, path in zip(rows, figure_paths(args.figure, eps_settings)):

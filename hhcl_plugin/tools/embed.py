@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from ..config import setup_cfg
 from ..utils.logger import setup_logger
-from ..utils.paths import check_weights, check_writable_file, make_parent
+from ..utils.paths import check_weights, check_writable_file, make_parent, write_atomically
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     paths = list_images(args.input)
     features = Embedder(cfg).embed(paths, batch_size=args.batch_size)
     make_parent(args.output)
-    np.savez(args.output, features=features, paths=np.asarray(paths))
+    write_atomically(args.output, lambda f: np.savez(f, features=features, paths=np.asarray(paths)), "the features")
     logger.info("%d features of dimension %d written to %s", *features.shape, args.output)
     return 0
 

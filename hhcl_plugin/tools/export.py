@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional
 
 from ..config import setup_cfg
 from ..utils.logger import setup_logger
-from ..utils.paths import check_weights, check_writable_file, make_parent
+from ..utils.paths import check_weights, check_writable_file, make_parent, write_error
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
@@ -32,7 +33,16 @@ def run(args: argparse.Namespace) -> int:
 
     model = Embedder(cfg).model
     make_parent(args.output)
-    getattr(export, EXPORTERS[args.format])(model, args.output, tuple(cfg.INPUT.SIZE_TEST))
+    # into a temporary file next to it, then renamed: a failed export leaves an earlier file as it was
+    tmp = os.path.join(os.path.dirname(os.path.abspath(args.output)), f".tmp-{os.getpid()}-{os.path.basename(args.output)}")
+    try:
+        getattr(export, EXPORTERS[args.format])(model, tmp, tuple(cfg.INPUT.SIZE_TEST))
+        os.replace(tmp, args.output)
+    except OSError as e:
+        raise write_error(args.output, e, "the exported model") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     logger.info("%s model (input %s, output %d-d unit-norm features) written to %s", args.format,
                 tuple(cfg.INPUT.SIZE_TEST), model.feat_dim, args.output)
     return 0

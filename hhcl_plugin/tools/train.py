@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hhcl-train", description="Unsupervised person re-ID with HHCL (a torchreid plugin)",
         epilog="Example: hhcl-train --config-file configs/hhcl_synth.yml SOLVER.MAX_EPOCH 5 OUTPUT_DIR output/try")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
+    parser.add_argument("--allow-config-changes", action="store_true",
+                        help="with --resume: train on with config keys that change what is trained "
+                             "(recorded in OUTPUT_DIR/resumes.json)")
     parser.add_argument("--eval-only", action="store_true",
                         help="only evaluate MODEL.WEIGHTS; writes results.json and log.txt in a new OUTPUT_DIR/eval/N")
     parser.add_argument("--move-aside", action="store_true",

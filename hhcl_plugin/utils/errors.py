@@ -25,6 +25,10 @@ class ClusteringError(UserError):
     pass
 
 
+class OutputPathError(UserError):
+    """A path the program creates or writes cannot be written (the OS's reason named); nothing earlier is lost."""
+
+
 class TrainingError(UserError):
     """Training cannot go on (e.g. a non-finite loss); checkpoints already written stay valid."""
 
