@@ -9,7 +9,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from typing import Any, Dict, Mapping
 
 import numpy as np
@@ -18,6 +17,7 @@ from torch import nn
 
 from ..modeling.official_import import convert_official_state_dict, is_official_layout
 from ..modeling.zoo import resolve_weights
+from ..utils.atomic import write_atomically
 from ..utils.errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -36,24 +36,14 @@ def save_checkpoint(state: Mapping[str, Any], path: str, keep_previous: bool = F
     kept through a second name (a hard link), so ``path`` exists at every moment, also when
     SIGTERM or Ctrl-C stops the process in the middle.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
+    def write(f) -> None:
+        torch.save(dict(state), f)
+
+    def keep() -> None:
         if keep_previous and os.path.exists(path):
             _keep_as_previous(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    write_atomically(path, write, suffix=".pth", before_replace=keep)
 
 
 def _keep_as_previous(path: str) -> None:
