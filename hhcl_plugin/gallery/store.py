@@ -189,7 +189,7 @@ class Gallery:
         segments = self.meta.segments()
         dead_after = stop - live_after
         wanted_kind = gindex.resolve_kind(settings.requested, live_after)
-        rebuild = (wanted_kind != settings.kind or len(segments) >= MAX_SEGMENTS
+        rebuild = (not segments or wanted_kind != settings.kind or len(segments) >= MAX_SEGMENTS
                    or (stop and dead_after > MAX_DEAD_FRACTION * stop))
         if rebuild and stop:
             live = np.ones(stop, bool)
