@@ -88,8 +88,9 @@ def records(first: int, n: int) -> list:
 
 def identity() -> dict:
     from hhcl_plugin.config import get_cfg
+    from hhcl_plugin.gallery.model_identity import model_identity
 
-    return {"config": get_cfg().dump(), "features": {}, "weights": "", "sha256": ""}
+    return model_identity(get_cfg())
 
 
 # ---------------------------------------------------------------------------- workers (own process each)
