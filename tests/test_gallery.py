@@ -498,3 +498,18 @@ def test_the_benchmark_prints_a_row_per_index_kind(tmp_path, capsys):
     assert rows[0]["recall"] >= 0.99 and rows[1]["build_recall"] >= 0.95
     for r in rows:
         assert 0 < r["p50_ms"] <= r["p99_ms"] and r["batch_qps"] > 0 and r["index_mb"] > 0 and r["add_s"] > 0
+
+
+def test_readme_gallery_command_lines_parse():
+    """The README's hhcl-gallery lines are valid command lines of the tool."""
+    import shlex
+
+    from hhcl_plugin.tools.gallery import parse
+
+    text = open(os.path.join(REPO, "README.md")).read().replace("\\\n", " ")
+    lines = [line.split("#")[0] for line in text.splitlines() if line.startswith("hhcl-gallery ")]
+    assert [shlex.split(line)[1] for line in lines] == ["build", "search"]
+    for line in lines:
+        args = parse(shlex.split(line)[1:])
+        assert args.gallery == "G"
+    assert parse(shlex.split(lines[0])[1:]).opts == ["MODEL.WEIGHTS", "output/hhcl_synth/best.pth"]
