@@ -73,6 +73,9 @@ class FlatKind:
 
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
+    def set_knob(self, index: Any, knob: int) -> None:
+        pass
+
 
 @GALLERY_INDEX_REGISTRY.register(name="ivf")
 class IVFKind:
@@ -106,6 +109,9 @@ class IVFKind:
         return faiss.SearchParametersIVF(nprobe=knob, sel=sel) if sel is not None else \
             faiss.SearchParametersIVF(nprobe=knob)
 
+    def set_knob(self, index: Any, knob: int) -> None:
+        index.nprobe = knob
+
 
 @GALLERY_INDEX_REGISTRY.register(name="hnsw")
 class HNSWKind:
@@ -124,6 +130,9 @@ class HNSWKind:
 
         return faiss.SearchParametersHNSW(efSearch=knob, sel=sel) if sel is not None else \
             faiss.SearchParametersHNSW(efSearch=knob)
+
+    def set_knob(self, index: Any, knob: int) -> None:
+        index.hnsw.efSearch = knob
 
 
 def index_kind(kind: str) -> Any:

@@ -326,9 +326,12 @@ class LoadedIndex:
         settings = gallery.settings
         live = gallery.live_mask()
         parts = []
+        kind = gindex.index_kind(settings.kind)
         for seg in gallery.meta.segments():
             index = faiss.read_index(os.path.join(gallery.folder, seg.file))
+            kind.set_knob(index, settings.search_knob)
             sel = _dead_selector(live, seg.first_row, seg.first_row + seg.num_rows)
+            # the dead rows' selector is a CPU feature: such a segment stays on the CPU
             parts.append((index if sel is not None else gindex.on_device(index, settings.kind), seg, sel))
         return cls(parts, settings.kind, settings.search_knob)
 
@@ -336,7 +339,8 @@ class LoadedIndex:
         sims = np.full((len(queries), 0), -np.inf, np.float32)
         rows = np.zeros((len(queries), 0), np.int64)
         for index, seg, sel in self.parts:
-            s, i = index.search(queries, k, params=self.kind.search_params(self.knob, sel))
+            params = None if sel is None else self.kind.search_params(self.knob, sel)
+            s, i = index.search(queries, k, params=params)
             sims = np.concatenate([sims, s], axis=1)
             rows = np.concatenate([rows, np.where(i >= 0, i + seg.first_row, -1)], axis=1)
         sims = np.where(rows >= 0, sims, -np.inf)
