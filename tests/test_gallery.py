@@ -293,9 +293,9 @@ def test_sigkill_of_the_cli_during_embedding_leaves_the_gallery_as_before(built,
     with Gallery.open(g) as gal:
         before = len(gal)
     proc = subprocess.Popen([sys.executable, "-m", "hhcl_plugin.tools.gallery", "add", "--gallery", g,
-                             "--input", crops["query"]], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": REPO}, cwd=REPO)
-    for line in proc.stderr:  # killed once it has planned the addition and starts embedding
+                             "--input", crops["query"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONPATH": REPO}, cwd=REPO)
+    for line in proc.stdout:  # killed once it has planned the addition and starts embedding
         if "to embed" in line:
             proc.send_signal(signal.SIGKILL)
             break
