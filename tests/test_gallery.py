@@ -431,7 +431,7 @@ def test_index_kinds_reach_the_recall_they_report(tmp_path, kind):
 
 
 def test_auto_switches_to_the_approximate_index_above_the_crossover(tmp_path, monkeypatch):
-    monkeypatch.setattr(gindex, "FLAT_MAX_ROWS", 500)
+    monkeypatch.setattr(gindex, "FLAT_MAX_VALUES", 500 * 64)
     g, feats, _ = feature_gallery(tmp_path / "g", n=400)
     assert g.settings.kind == "flat"
     more, more_labels = make_clustered_features(400, 64, seed=9, outlier_frac=0.0, spread=(0.3, 0.4))

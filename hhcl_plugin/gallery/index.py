@@ -8,8 +8,9 @@ Vectors are unit-norm, so inner product is cosine similarity.  Kinds (``--index`
   smallest that reaches :data:`RECALL_TARGET` on a sample of the gallery's own vectors;
 * ``hnsw``: a navigable small-world graph over full vectors (more memory than flat, fast
   queries, slow to build: for galleries of up to a few hundred thousand);
-* ``auto``: ``flat`` up to :data:`FLAT_MAX_ROWS` vectors, ``ivf`` above (``docs/search.md``
-  has the measurements behind the crossover).
+* ``auto``: ``flat`` while a query scans at most :data:`FLAT_MAX_VALUES` numbers (10,000
+  vectors of 2048, 16,000 of 1280), ``ivf`` above: beyond it an exact single query took over
+  10 ms on a 2-core CPU (``docs/search.md`` has the measurements).
 
 An index file covers a range of vector rows (a segment): ``add`` writes a segment of the new
 rows only, so adding to a large gallery never rewrites its index.  Where faiss sees a GPU,
@@ -29,7 +30,7 @@ from ..utils.registry import Registry
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "ivf", "hnsw", "auto")
-FLAT_MAX_ROWS = 20_000  # auto: exact search up to here (see docs/search.md, "Choosing the index")
+FLAT_MAX_VALUES = 10_000 * 2048  # auto: exact search while rows x dim is at most this (docs/search.md)
 RECALL_TARGET = 0.95  # recall@10 against exact search that the approximate kinds are tuned to reach
 TUNING_MARGIN = 0.02  # tuned to TARGET + MARGIN on the sample: 200 queries measure recall to about +-0.015
 RECALL_QUERIES = 200  # gallery vectors used as queries to measure it
@@ -39,11 +40,11 @@ GALLERY_INDEX_REGISTRY = Registry("GALLERY_INDEX")
 GALLERY_INDEX_REGISTRY.__doc__ = """Gallery index kinds: ``cls()`` with ``train``/``empty``/``search_params``."""
 
 
-def resolve_kind(kind: str, num_rows: int) -> str:
-    """The kind ``auto`` stands for at ``num_rows`` vectors (other kinds are themselves)."""
+def resolve_kind(kind: str, num_rows: int, dim: int) -> str:
+    """The kind ``auto`` stands for at ``num_rows`` vectors of ``dim`` (other kinds are themselves)."""
     if kind != "auto":
         return kind
-    return "flat" if num_rows <= FLAT_MAX_ROWS else "ivf"
+    return "flat" if num_rows * dim <= FLAT_MAX_VALUES else "ivf"
 
 
 @dataclass

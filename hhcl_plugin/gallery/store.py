@@ -101,7 +101,7 @@ class Gallery:
                 gallery.meta.set("rows", 0)
                 gallery.meta.set("dim", int(dim))
                 gallery.meta.set("model", identity)
-                gallery.meta.set("index", gindex.IndexSettings(index, gindex.resolve_kind(index, 0)).as_dict())
+                gallery.meta.set("index", gindex.IndexSettings(index, gindex.resolve_kind(index, 0, dim)).as_dict())
                 gallery.meta.set("created", time.time())
         except BaseException:
             release_lock(folder, LOCK)
@@ -191,7 +191,7 @@ class Gallery:
         settings = self.settings
         segments = self.meta.segments()
         dead_after = stop - live_after
-        wanted_kind = gindex.resolve_kind(settings.requested, live_after)
+        wanted_kind = gindex.resolve_kind(settings.requested, live_after, d)
         rebuild = (not segments or wanted_kind != settings.kind or len(segments) >= MAX_SEGMENTS
                    or (stop and dead_after > MAX_DEAD_FRACTION * stop))
         if rebuild and stop:
