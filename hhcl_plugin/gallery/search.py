@@ -130,11 +130,12 @@ def gallery_config(gallery: Gallery, config_file: str = "", opts: Sequence[str] 
 
 
 def embed_queries(gallery: Gallery, images: Sequence, config_file: str = "", opts: Sequence[str] = (),
-                  batch_size: int = 0) -> np.ndarray:
+                  batch_size: int = 0, cfg=None) -> np.ndarray:
+    """Features of query images with the gallery's model (``cfg``: that config, when already checked)."""
+    from ..deploy.embedder import Embedder
     from .images import embed_images
 
-    cfg = gallery_config(gallery, config_file, opts)
-    from ..deploy.embedder import Embedder
+    cfg = gallery_config(gallery, config_file, opts) if cfg is None else cfg
 
     if all(isinstance(i, str) for i in images):
         return embed_images(cfg, images, batch_size)

@@ -21,7 +21,6 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
-import numpy as np
 from tabulate import tabulate
 
 from ..utils.errors import UserError
@@ -181,7 +180,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                             "build the gallery with DATASETS.FOLDER.CAMERA dir or a pattern, or drop the flag")
         files = list_input(args.query, camera, "--query")
         check_readable([f.path for f in files])
-        queries = embed_queries(gallery, [f.path for f in files], args.config_file, args.opts)
+        queries = embed_queries(gallery, [f.path for f in files], cfg=cfg)
         rerank = RerankSettings(cfg.TEST.RERANK_K1, cfg.TEST.RERANK_K2, cfg.TEST.RERANK_LAMBDA) if args.rerank else None
         results = search_gallery(gallery, queries, args.top_k,
                                  [f.camera for f in files] if args.exclude_same_camera else None, rerank)
