@@ -287,7 +287,13 @@ class Gallery:
     def index(self) -> "LoadedIndex":
         """The index segments, loaded once (on the GPU where faiss sees one)."""
         if self._index is None:
-            self._index = LoadedIndex.load(self)
+            for attempt in range(3):
+                try:
+                    self._index = LoadedIndex.load(self)
+                    break
+                except FileNotFoundError:  # a writer committed and removed a segment between our reads
+                    if attempt == 2:
+                        raise
         return self._index
 
     def search(self, images_or_features: Any, k: int = 10, query_cameras: Optional[Sequence[str]] = None,
