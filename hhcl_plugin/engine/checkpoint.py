@@ -9,7 +9,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from typing import Any, Dict, Mapping
 
 import numpy as np
@@ -38,29 +37,11 @@ def save_checkpoint(state: Mapping[str, Any], path: str, keep_previous: bool = F
     SIGTERM or Ctrl-C stops the process in the middle.  An OS error (a full disk) is one
     line (:func:`~hhcl_plugin.utils.paths.write_error`) and leaves ``path`` as it was.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    except OSError as e:
-        raise paths.write_error(path, e, "checkpoint") from None
-    try:
-        with paths.open_for_write(fd) as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
+    def keep() -> None:
         if keep_previous and os.path.exists(path):
             _keep_as_previous(path)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError):  # a full disk, a read-only file system: one line, the previous file intact
-            raise paths.write_error(path, e, "checkpoint") from None
-        raise
+
+    paths.write_atomically(path, lambda f: torch.save(dict(state), f), "checkpoint", before_replace=keep)
 
 
 def _keep_as_previous(path: str) -> None:

@@ -166,9 +166,13 @@ def _is_stale(holder: Dict[str, Any], path: str) -> bool:
     return holder.get("started") is not None and started is not None and started != holder["started"]
 
 
-def acquire_lock(folder: str) -> None:
-    """Hold ``folder/run.lock`` (pid, host, start) for this process, replacing a stale one."""
-    path = os.path.abspath(os.path.join(folder, LOCK))
+def acquire_lock(folder: str, lock_name: str = LOCK, label: str = "OUTPUT_DIR", holder_kind: str = "run") -> None:
+    """Hold ``folder/<lock_name>`` (pid, host, start) for this process, replacing a stale one.
+
+    ``label`` and ``holder_kind`` name the folder and its user in the refusal (``OUTPUT_DIR``
+    and ``run`` for training; ``--gallery`` and ``writer`` for a gallery).
+    """
+    path = os.path.abspath(os.path.join(folder, lock_name))
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _process_start(os.getpid()),
           "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -183,9 +187,9 @@ def acquire_lock(folder: str) -> None:
                 holder = _read_lock(path)
                 if holder is not None and not _is_stale(holder, path):
                     raise UserError(
-                        f"OUTPUT_DIR {folder} is in use by another run (pid {holder.get('pid')} on "
+                        f"{label} {folder} is in use by another {holder_kind} (pid {holder.get('pid')} on "
                         f"{holder.get('host')}, since {holder.get('since')}); wait for it to end or set another "
-                        f"OUTPUT_DIR. If that run is gone, delete {path}") from None
+                        f"{label}. If that {holder_kind} is gone, delete {path}") from None
                 logger.warning("removing the stale lock %s left by %s", path, holder)
                 _remove(path)
     finally:
@@ -196,8 +200,8 @@ def acquire_lock(folder: str) -> None:
         _held.append(path)
 
 
-def release_lock(folder: str) -> None:
-    path = os.path.abspath(os.path.join(folder, LOCK))
+def release_lock(folder: str, lock_name: str = LOCK) -> None:
+    path = os.path.abspath(os.path.join(folder, lock_name))
     if path in _held:
         _held.remove(path)
         holder = _read_lock(path)
@@ -207,7 +211,7 @@ def release_lock(folder: str) -> None:
 
 def _release_all() -> None:
     for path in list(_held):
-        release_lock(os.path.dirname(path))
+        release_lock(os.path.dirname(path), os.path.basename(path))
 
 
 def _read_lock(path: str) -> Optional[Dict[str, Any]]:

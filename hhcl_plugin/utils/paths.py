@@ -38,12 +38,14 @@ def describe_os_error(error: OSError) -> Optional[str]:
            f"that you can write to"
 
 
-def write_atomically(path: str, write: Callable[[IO[bytes]], None], what: str = "") -> str:
+def write_atomically(path: str, write: Callable[[IO[bytes]], None], what: str = "",
+                     before_replace: Callable[[], None] = lambda: None) -> str:
     """Write ``path`` through a temporary file in its folder, then rename it over ``path``.
 
     A crash or an OS error (a full disk, a read-only file system) leaves the previous file
     as it was; the error is one line naming the path, the key that set it and the OS's reason,
-    and says that the previous file is intact.
+    and says that the previous file is intact.  ``before_replace`` runs once the data is on disk,
+    right before the rename (e.g. to keep the file being replaced under a second name).
     """
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
@@ -57,6 +59,7 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None], what: str = 
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; an output is an ordinary file
+        before_replace()
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
@@ -64,7 +67,22 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None], what: str = 
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+    fsync_dir(folder)
     return path
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename or a new file in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def open_for_write(fd: int) -> IO[bytes]:
