@@ -18,6 +18,7 @@ from yacs.config import CfgNode
 
 from ..clustering import CLUSTERER_REGISTRY
 from ..data import SAMPLER_REGISTRY, build_data
+from ..losses import build_losses
 from ..memory import MEMORY_REGISTRY
 from ..modeling import build_model, resolve_device
 from ..utils import comm
@@ -53,6 +54,7 @@ def check_registered_parts(cfg: CfgNode) -> None:
         memory(1, 1, **memory.kwargs_from_cfg(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    build_losses(cfg)  # LOSS.NAMES and the terms' settings
 
 
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> torch.device:

@@ -22,6 +22,7 @@ from yacs.config import CfgNode
 
 from ..config.config import check_cfg, merge_from_list, setup_cfg
 from ..data import build_test_loader, data_from_datamanager
+from ..losses import build_losses
 from ..modeling import as_embedding_model
 from ..utils import comm
 from ..utils import torchreid_compat as tr
@@ -90,6 +91,9 @@ class ImageHHCLEngine(tr.Engine):
                                               max_epoch=cfg.SOLVER.MAX_EPOCH)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.register_model("model", self.model, self.optimizer, self.scheduler)
+        # the terms of the training loss (LOSS.NAMES); the clustering hook hands them each clustering
+        self.losses = build_losses(cfg).to(device)
+        self.losses.check_data([cam for _, _, cam in data.train])
         self.writer = _NoWriter()  # TensorBoard's, in OUTPUT_DIR, once run() knows it
         self.start_epoch, self.max_epoch = 0, cfg.SOLVER.MAX_EPOCH
         self.best_mAP = -1.0
@@ -240,12 +244,17 @@ class ImageHHCLEngine(tr.Engine):
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             features = self.train_model(images)
-        terms = self.memory(features.float(), targets)  # banks and their update stay float32
+        cameras = data["camid"].to(self.device, non_blocking=True)
+        terms = self.losses(features.float(), targets, cameras)  # LOSS.NAMES; banks and proxies stay float32
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if not self.memory.update_in_backward:  # DDP: every rank updates with the global batch
-            self.memory.update(comm.all_gather_equal(features.detach().float()), comm.all_gather_equal(targets))
+        if not self.memory.update_in_backward or self.losses.has_batch_state:
+            # after the gradient: under DDP every rank updates with the global batch
+            batch = [comm.all_gather_equal(t) for t in (features.detach().float(), targets, cameras)]
+            if not self.memory.update_in_backward:
+                self.memory.update(batch[0], batch[1])
+            self.losses.update(*batch)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
@@ -301,6 +310,9 @@ class ImageHHCLEngine(tr.Engine):
         if self.memory is not None:  # the epoch's memory and labels, for inspection and tools
             state["memory"] = {"mode": type(self.memory).__name__, "bank": self.memory.bank.detach().cpu()}
             state["pseudo_labels"] = torch.as_tensor(self.pseudo_labels)
+        losses = self.losses.state_dict()
+        if losses:  # e.g. the camera proxies
+            state["losses"] = {k: v.detach().cpu() for k, v in losses.items()}
         return state
 
     def save(self, name: str) -> None:
@@ -316,6 +328,8 @@ class ImageHHCLEngine(tr.Engine):
         self.start_epoch, self.best_mAP, self.metrics = ckpt["epoch"], ckpt["best_mAP"], ckpt["metrics"]
         if "pseudo_labels" in ckpt:
             self.pseudo_labels = ckpt["pseudo_labels"].numpy()
+        if "losses" in ckpt:
+            self.losses.load_epoch_state(ckpt["losses"])
         set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
 
