@@ -55,6 +55,7 @@ setup(
         "hhcl-embed=hhcl_plugin.tools.embed:main",
         "hhcl-export=hhcl_plugin.tools.export:main",
         "hhcl-cluster=hhcl_plugin.tools.cluster:main",
+        "hhcl-train-source=hhcl_plugin.tools.train_source:main",
     ]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -168,6 +168,9 @@ RULES: Dict[str, Rule] = {
     "LOSS.CAMERA.INTER_WEIGHT": Number(lo=0),
     "LOSS.CAMERA.HARD_NEGATIVES": POSITIVE_INT,
     "LOSS.CAMERA.MOMENTUM": PROBABILITY,
+    "SOURCE.LOSS": OneOf("softmax_triplet", "softmax"),
+    "SOURCE.TRIPLET_MARGIN": Number(lo=0, open_lo=True),
+    "SOURCE.LABEL_SMOOTH": Flag(),
     "SOLVER.OPTIMIZER": OneOf("adam", "amsgrad", "sgd", "rmsprop", "radam"),  # torchreid's
     "SOLVER.BASE_LR": Number(lo=0, open_lo=True),
     "SOLVER.WEIGHT_DECAY": Number(lo=0),

@@ -113,6 +113,14 @@ _C.LOSS.CAMERA.INTER_WEIGHT = 0.5
 _C.LOSS.CAMERA.HARD_NEGATIVES = 50
 _C.LOSS.CAMERA.MOMENTUM = 0.2
 
+# ---------------------------------------------------------------------------- source stage
+# hhcl-train-source (domain adaptation's labelled source dataset, torchreid's supervised engines):
+# softmax_triplet (ImageTripletEngine) | softmax (ImageSoftmaxEngine); the triplet margin; label smoothing
+_C.SOURCE = CN()
+_C.SOURCE.LOSS = "softmax_triplet"
+_C.SOURCE.TRIPLET_MARGIN = 0.3
+_C.SOURCE.LABEL_SMOOTH = True
+
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()
 _C.SOLVER.OPTIMIZER = "adam"
