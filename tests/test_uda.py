@@ -53,3 +53,10 @@ def test_the_two_stage_run_adapts_the_source_model_on_the_target(two_stage):
     direct = json.load(open(out / "target" / "eval" / "1" / "results.json"))["evaluation"]
     assert metrics["initial"] == direct  # the target run starts from the source model
     assert metrics["final"] and metrics["epochs"][0]["clusters"] > 1
+
+
+def test_source_stage_under_torchrun_is_refused_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hhcl_plugin.tools.train_source", "OUTPUT_DIR", str(tmp_path / "s")],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "WORLD_SIZE": "2"})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "runs in one process" in proc.stderr and not (tmp_path / "s").exists()

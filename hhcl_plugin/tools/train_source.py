@@ -26,6 +26,7 @@ from ..engine.run_dir import release_lock
 from ..modeling import build_model
 from ..modeling.supervised import SupervisedReIDModel
 from ..utils import torchreid_compat as tr
+from ..utils.errors import ConfigError
 from .cli import add_config_arguments, parse_command_line, run_cli
 
 logger = logging.getLogger("hhcl_plugin")
@@ -81,6 +82,9 @@ def build_source_engine(cfg: CfgNode, use_gpu: bool) -> tr.Engine:
 
 def run(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> int:
     cfg = setup_cfg(args.config_file, args.opts, cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("hhcl-train-source runs in one process (torchreid's supervised engines have no "
+                          "DistributedDataParallel); start it without torchrun")
     device = default_setup(cfg, args)
     try:
         engine = build_source_engine(cfg, use_gpu=device.type == "cuda")
