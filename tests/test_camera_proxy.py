@@ -154,3 +154,27 @@ def test_cli_refuses_camera_proxies_without_cameras_in_one_line(tmp_path, opts, 
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_the_memory_entry_gives_the_memorys_own_terms_and_gradient(weight):
+    from hhcl_plugin.memory import build_memory
+
+    c = clustering()
+    cfg = get_cfg()
+    cfg.LOSS.MEMORY.WEIGHT = weight
+    losses = build_losses(cfg)
+    assert list(losses.terms) == ["memory"] and not losses.has_batch_state  # the engine then updates as before
+    valid = torch.from_numpy(c.labels >= 0)
+    memories = [build_memory(cfg, c.features[valid], c.labels[valid.numpy()]) for _ in range(2)]
+    losses.on_clustering(Clustering(c.features, c.labels, c.cameras, memories[0]))
+    idx = torch.arange(8)
+    feats, targets = c.features[valid][idx], torch.as_tensor(c.labels[valid.numpy()][idx.numpy()])
+    x, y = feats.clone().requires_grad_(), feats.clone().requires_grad_()
+    mine, direct = losses(x, targets, None), memories[1](y, targets)
+    assert list(mine) == list(direct)
+    for key in mine:
+        assert torch.equal(mine[key], weight * direct[key])
+    sum(mine.values()).backward()
+    (weight * sum(direct.values())).backward()
+    assert torch.equal(x.grad, y.grad) and torch.equal(memories[0].bank, memories[1].bank)  # same update too
