@@ -251,10 +251,11 @@ class ImageHHCLEngine(tr.Engine):
         self.scaler.scale(loss).backward()
         if not self.memory.update_in_backward or self.losses.has_batch_state:
             # after the gradient: under DDP every rank updates with the global batch
-            batch = [comm.all_gather_equal(t) for t in (features.detach().float(), targets, cameras)]
+            feats, labels = comm.all_gather_equal(features.detach().float()), comm.all_gather_equal(targets)
             if not self.memory.update_in_backward:
-                self.memory.update(batch[0], batch[1])
-            self.losses.update(*batch)
+                self.memory.update(feats, labels)
+            if self.losses.has_batch_state:
+                self.losses.update(feats, labels, comm.all_gather_equal(cameras))
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
