@@ -56,6 +56,7 @@ setup(
         "hhcl-export=hhcl_plugin.tools.export:main",
         "hhcl-cluster=hhcl_plugin.tools.cluster:main",
         "hhcl-gallery=hhcl_plugin.tools.gallery:main",
+        "hhcl-train-source=hhcl_plugin.tools.train_source:main",
     ]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -161,6 +161,16 @@ RULES: Dict[str, Rule] = {
     "MEMORY.HARD_WEIGHT": PROBABILITY,
     "MEMORY.LABEL_SMOOTH": Number(lo=0, hi=1, open_hi=True),
     "MEMORY.CM_UPDATE": OneOf("per_sample", "mean"),
+    "LOSS.NAMES": ListOf(Text(), meaning="registered loss terms, e.g. ('memory', 'camera_proxy')"),
+    "LOSS.MEMORY.WEIGHT": Number(lo=0),
+    "LOSS.CAMERA.WEIGHT": Number(lo=0),
+    "LOSS.CAMERA.TEMP": Number(lo=0, open_lo=True),
+    "LOSS.CAMERA.INTER_WEIGHT": Number(lo=0),
+    "LOSS.CAMERA.HARD_NEGATIVES": POSITIVE_INT,
+    "LOSS.CAMERA.MOMENTUM": PROBABILITY,
+    "SOURCE.LOSS": OneOf("softmax_triplet", "softmax"),
+    "SOURCE.TRIPLET_MARGIN": Number(lo=0, open_lo=True),
+    "SOURCE.LABEL_SMOOTH": Flag(),
     "SOLVER.OPTIMIZER": OneOf("adam", "amsgrad", "sgd", "rmsprop", "radam"),  # torchreid's
     "SOLVER.BASE_LR": Number(lo=0, open_lo=True),
     "SOLVER.WEIGHT_DECAY": Number(lo=0),
@@ -193,6 +203,10 @@ RELATIONS: List[Tuple[Tuple[str, ...], Callable[..., bool], str]] = [
      "SOLVER.IMS_PER_BATCH must be a multiple of MODEL.BN_SPLIT (equal BatchNorm sub-batches)"),
     (("MODEL.SYNC_BN", "MODEL.BN_SPLIT"), lambda sync, n: not (sync and n > 1),
      "MODEL.SYNC_BN True and MODEL.BN_SPLIT > 1 exclude each other (SyncBatchNorm would replace the split one)"),
+    (("LOSS.NAMES", "DATASETS.NAMES", "DATASETS.FOLDER.CAMERA"),
+     lambda losses, names, camera: not ("camera_proxy" in losses and "folder" in names and camera == "none"),
+     "LOSS.NAMES has 'camera_proxy', which needs cameras, but DATASETS.FOLDER.CAMERA is none (one camera): "
+     "set DATASETS.FOLDER.CAMERA dir or a regex, or drop 'camera_proxy'"),
 ]
 
 

@@ -99,6 +99,31 @@ _C.MEMORY.LABEL_SMOOTH = 0.0
 # (one step per cluster towards its batch mean). The hybrid modes' centroid banks always use the mean.
 _C.MEMORY.CM_UPDATE = "per_sample"
 
+# ---------------------------------------------------------------------------- loss
+# The training loss: the sum of the registered terms named here (hhcl_plugin.losses.LOSS_REGISTRY),
+# each with its own weight: "memory" (the MEMORY.MODE memory's loss) | "camera_proxy"
+_C.LOSS = CN()
+_C.LOSS.NAMES = ("memory",)
+_C.LOSS.MEMORY = CN()
+_C.LOSS.MEMORY.WEIGHT = 1.0
+# camera-aware proxies (one per cluster and camera): WEIGHT * (intra-camera + INTER_WEIGHT * inter-camera),
+# TEMP their softmax temperature, HARD_NEGATIVES other-cluster proxies in the inter-camera softmax,
+# MOMENTUM the proxies' update (new = MOMENTUM * old + (1 - MOMENTUM) * batch mean); CAP's values
+_C.LOSS.CAMERA = CN()
+_C.LOSS.CAMERA.WEIGHT = 1.0
+_C.LOSS.CAMERA.TEMP = 0.07
+_C.LOSS.CAMERA.INTER_WEIGHT = 0.5
+_C.LOSS.CAMERA.HARD_NEGATIVES = 50
+_C.LOSS.CAMERA.MOMENTUM = 0.2
+
+# ---------------------------------------------------------------------------- source stage
+# hhcl-train-source (domain adaptation's labelled source dataset, torchreid's supervised engines):
+# softmax_triplet (ImageTripletEngine) | softmax (ImageSoftmaxEngine); the triplet margin; label smoothing
+_C.SOURCE = CN()
+_C.SOURCE.LOSS = "softmax_triplet"
+_C.SOURCE.TRIPLET_MARGIN = 0.3
+_C.SOURCE.LABEL_SMOOTH = True
+
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()
 _C.SOLVER.OPTIMIZER = "adam"

@@ -56,11 +56,23 @@ def _keep_as_previous(path: str) -> None:
     os.replace(second_name, prev)
 
 
+def _numpy_scalar_globals() -> list:
+    """What unpickling a numpy float needs: torchreid's own checkpoints store their rank-1 as one.
+
+    Data types only (no callable that runs code), so ``weights_only`` stays safe with them.
+    """
+    multiarray = getattr(np, "_core", None) or np.core  # numpy 2 / 1
+    names = [multiarray.multiarray.scalar, np.dtype]
+    return names + [getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType")
+                    if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]
+
+
 def load_checkpoint(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise WeightsError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise WeightsError(
             f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); "
@@ -101,6 +113,10 @@ def load_model_weights(model: nn.Module, spec: str) -> None:
         logger.info("%s is an official HHCL / Cluster-Contrast checkpoint: renaming its keys", path)
         state = convert_official_state_dict(state)
     own = model.state_dict()
+    source_classifier = [k for k in state if k.startswith("classifier.") and k not in own]
+    if source_classifier:  # a supervised (source-domain) model's identity classifier: no use without its classes
+        logger.info("%s: dropping its identity classifier (%s)", path, ", ".join(source_classifier))
+        state = {k: v for k, v in state.items() if k not in source_classifier}
     # one-element tensors whose shape alone differs: the official GeM stores its exponent as (1,), ours is ()
     state = {k: v.reshape(own[k].shape) if k in own and v.numel() == 1 == own[k].numel() else v
              for k, v in state.items()}

@@ -21,6 +21,7 @@ from ..clustering import CLUSTERER_REGISTRY
 from ..clustering.knn import bf16_screen_mode
 from ..config.config import freeze_checked, with_values
 from ..data import SAMPLER_REGISTRY, build_data, check_data_paths
+from ..losses import build_losses
 from ..memory import MEMORY_REGISTRY
 from ..modeling import build_model, resolve_device
 from ..utils import comm
@@ -58,6 +59,7 @@ def check_registered_parts(cfg: CfgNode) -> None:
         except KeyError as e:
             raise ConfigError(f"{key}: {e.args[0]}") from None
     bf16_screen_mode()  # the k-NN's switch (HHCL_KNN_BF16) is read at every clustering: checked now
+    build_losses(cfg)  # LOSS.NAMES and the terms' settings
     memory = MEMORY_REGISTRY.get(cfg.MEMORY.MODE)
     kwargs = memory.kwargs_from_cfg(cfg)
     setting = (cfg.ENGINE, cfg.CLUSTER.NAME, cfg.DATALOADER.SAMPLER, cfg.MEMORY.MODE, repr(sorted(kwargs.items())))

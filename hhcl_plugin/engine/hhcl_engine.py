@@ -21,6 +21,7 @@ from yacs.config import CfgNode
 
 from ..config.config import setup_cfg, with_values
 from ..data import build_test_loader, data_from_datamanager
+from ..losses import build_losses
 from ..modeling import as_embedding_model
 from ..utils import comm
 from ..utils import torchreid_compat as tr
@@ -92,6 +93,9 @@ class ImageHHCLEngine(tr.Engine):
                                               max_epoch=cfg.SOLVER.MAX_EPOCH)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.register_model("model", self.model, self.optimizer, self.scheduler)
+        # the terms of the training loss (LOSS.NAMES); the clustering hook hands them each clustering
+        self.losses = build_losses(cfg).to(device)
+        self.losses.check_data([cam for _, _, cam in data.train])
         self.writer: Any = NoWriter()  # TensorBoard's, in OUTPUT_DIR, while TensorBoardWriter holds it open
         self.start_epoch, self.max_epoch = 0, cfg.SOLVER.MAX_EPOCH
         self.iter = 0
@@ -237,12 +241,18 @@ class ImageHHCLEngine(tr.Engine):
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             features = self.train_model(images)
-        terms = self.memory(features.float(), targets)  # banks and their update stay float32
+        cameras = data["camid"].to(self.device, non_blocking=True)
+        terms = self.losses(features.float(), targets, cameras)  # LOSS.NAMES; banks and proxies stay float32
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if not self.memory.update_in_backward:  # DDP: every rank updates with the global batch
-            self.memory.update(comm.all_gather_equal(features.detach().float()), comm.all_gather_equal(targets))
+        if not self.memory.update_in_backward or self.losses.has_batch_state:
+            # after the gradient: under DDP every rank updates with the global batch
+            feats, labels = comm.all_gather_equal(features.detach().float()), comm.all_gather_equal(targets)
+            if not self.memory.update_in_backward:
+                self.memory.update(feats, labels)
+            if self.losses.has_batch_state:
+                self.losses.update(feats, labels, comm.all_gather_equal(cameras))
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
@@ -300,6 +310,9 @@ class ImageHHCLEngine(tr.Engine):
             state["pseudo_labels"] = torch.as_tensor(self.pseudo_labels)
         hooks = {key: hook.state_dict() for key, hook in self._hooks_by_key().items()}
         state["hooks"] = {key: value for key, value in hooks.items() if value}
+        losses = self.losses.state_dict()
+        if losses:  # e.g. the camera proxies
+            state["losses"] = {k: v.detach().cpu() for k, v in losses.items()}
         return state
 
     def save(self, name: str) -> None:
@@ -318,6 +331,8 @@ class ImageHHCLEngine(tr.Engine):
         for key, hook in self._hooks_by_key().items():
             if key in ckpt.get("hooks", {}):
                 hook.load_state_dict(ckpt["hooks"][key])
+        if "losses" in ckpt:
+            self.losses.load_epoch_state(ckpt["losses"])
         set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
 

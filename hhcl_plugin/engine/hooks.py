@@ -23,6 +23,7 @@ from ..clustering import build_clusterer, cluster_on_all_ranks
 from ..clustering.base import format_distance_stats
 from ..clustering.summary import ground_truth_scores, has_ground_truth
 from ..data import build_test_loader, build_train_loader, build_train_sampler
+from ..losses import Clustering
 from ..memory import build_memory
 from ..utils import comm
 from ..utils.errors import ClusteringError
@@ -158,6 +159,7 @@ class ClusteringHook(HookBase):
         features = self.extract_features()
         clusters = self.cluster(features)
         eng.memory = self.build_memory(features, clusters.labels)
+        self.build_losses(features, clusters.labels)
         eng.train_loader = self.build_loader(clusters)
         eng.pseudo_labels, eng.epoch_stats = clusters.labels, clusters.stats
         self.log(clusters, time.perf_counter() - start)
@@ -213,6 +215,13 @@ class ClusteringHook(HookBase):
         # under DDP the memory is updated with the batches of all ranks, after backward
         memory.update_in_backward = comm.get_world_size() == 1
         return memory
+
+    def build_losses(self, features: torch.Tensor, labels: np.ndarray) -> None:
+        """The loss terms' state for the epoch (e.g. camera proxies), identical on every rank."""
+        eng = self.engine
+        cameras = np.asarray([cam for _, _, cam in eng.data.train])
+        eng.losses.on_clustering(Clustering(features, labels, cameras, eng.memory))
+        comm.broadcast_buffers(eng.losses)  # built from the same features; GPU sums may round differently
 
     def build_loader(self, clusters: PseudoLabels) -> DataLoader:
         """P x K batches over the clustered images (outliers left out)."""

@@ -16,6 +16,8 @@ with warnings.catch_warnings():
         from torchreid import data, engine, metrics, models, optim, utils  # type: ignore[no-redef]
 
 Engine = engine.Engine
+ImageSoftmaxEngine = engine.ImageSoftmaxEngine  # supervised engines: the source stage of domain adaptation
+ImageTripletEngine = engine.ImageTripletEngine
 ImageDataset = data.ImageDataset
 build_transforms = data.transforms.build_transforms
 reid_transforms = data.transforms  # Random2DTranslation, RandomPatch, RandomErasing
@@ -37,7 +39,7 @@ def torchreid_model_names() -> list:
 
 
 __all__ = [
-    "Engine", "ImageDataset", "build_transforms", "reid_transforms", "register_image_dataset", "init_image_dataset",
+    "Engine", "ImageSoftmaxEngine", "ImageTripletEngine", "ImageDataset", "build_transforms", "reid_transforms", "register_image_dataset", "init_image_dataset",
     "Market1501", "evaluate_rank", "compute_distance_matrix", "build_torchreid_model",
     "torchreid_model_names", "build_optimizer", "build_lr_scheduler", "visualize_ranked_results", "re_ranking",
 ]
