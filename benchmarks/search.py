@@ -62,7 +62,7 @@ def rss_mb() -> float:
 
 def features_file(workdir: str, n: int, dim: int, queries: int, seed: int) -> str:
     """(n + ADD_ROWS + queries, dim) float32 features in a file, generated in chunks (no n x dim in RAM)."""
-    from hhcl_plugin.clustering import make_clustered_features
+    from hhcl_plugin.testing.synthetic_features import make_clustered_features
 
     path = os.path.join(workdir, f"feats_{n}_{dim}.f32")
     if not os.path.exists(path):

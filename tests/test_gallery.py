@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import tiny_opts
-from hhcl_plugin.clustering import make_clustered_features
+from hhcl_plugin.testing.synthetic_features import make_clustered_features
 from hhcl_plugin.clustering.jaccard import compute_jaccard_distance_dense
 from hhcl_plugin.config import get_cfg, setup_cfg
 from hhcl_plugin.deploy.embedder import Embedder

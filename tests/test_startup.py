@@ -28,7 +28,7 @@ def test_importing_the_package_imports_nothing_heavy():
     assert imported_heavy("import hhcl_plugin, hhcl_plugin.config") == []
 
 
-@pytest.mark.parametrize("tool", ["train", "cluster", "embed", "export"])
+@pytest.mark.parametrize("tool", ["train", "train_source", "cluster", "embed", "export", "gallery"])
 def test_help_of_every_command_line_imports_nothing_heavy(tool):
     code = (f"from hhcl_plugin.tools.{tool} import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n")

@@ -13,26 +13,21 @@ import logging
 import os
 import sys
 from types import SimpleNamespace
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional
 
-from torch.utils.data import DataLoader
-from yacs.config import CfgNode
-
-from ..config import setup_cfg
-from ..data import build_data, build_test_loader, build_train_loader, build_train_sampler
-from ..engine import default_setup
-from ..engine.checkpoint import load_model_weights
-from ..engine.run_dir import release_lock
-from ..modeling import build_model
-from ..modeling.supervised import SupervisedReIDModel
-from ..utils import torchreid_compat as tr
 from ..utils.errors import ConfigError
 from .cli import add_config_arguments, parse_command_line, run_cli
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.data import DataLoader
+    from yacs.config import CfgNode
+
+    from ..utils import torchreid_compat as tr
 
 logger = logging.getLogger("hhcl_plugin")
 
 
-def source_checkpoint(cfg: CfgNode) -> str:
+def source_checkpoint(cfg: "CfgNode") -> str:
     """Where torchreid's engine writes the last epoch's checkpoint."""
     return os.path.join(cfg.OUTPUT_DIR, "model", f"model.pth.tar-{cfg.SOLVER.MAX_EPOCH}")
 
@@ -40,7 +35,7 @@ def source_checkpoint(cfg: CfgNode) -> str:
 class _EpochLoader:
     """A loader whose sampler draws new P x K batches every pass (torchreid's engine never calls set_epoch)."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: "DataLoader") -> None:
         self.loader, self.epoch = loader, 0
 
     def __len__(self) -> int:
@@ -52,8 +47,14 @@ class _EpochLoader:
         return iter(self.loader)
 
 
-def build_source_engine(cfg: CfgNode, use_gpu: bool) -> tr.Engine:
+def build_source_engine(cfg: "CfgNode", use_gpu: bool) -> "tr.Engine":
     """torchreid's supervised engine over the labelled train split, the plugin's model and data."""
+    from ..data import build_data, build_test_loader, build_train_loader, build_train_sampler
+    from ..engine.checkpoint import load_model_weights
+    from ..modeling import build_model
+    from ..modeling.supervised import SupervisedReIDModel
+    from ..utils import torchreid_compat as tr
+
     data = build_data(cfg)
     num_classes = len({pid for _, pid, _ in data.train})
     sampler = build_train_sampler(cfg, data.train, seed=cfg.SEED)
@@ -80,22 +81,23 @@ def build_source_engine(cfg: CfgNode, use_gpu: bool) -> tr.Engine:
                                         label_smooth=cfg.SOURCE.LABEL_SMOOTH)
 
 
-def run(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> int:
+def run(args: argparse.Namespace, cfg: Optional["CfgNode"] = None) -> int:
+    from ..config import setup_cfg  # the training stack is imported once the command line is read
+    from ..engine import default_setup
+
     cfg = setup_cfg(args.config_file, args.opts, cfg)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("hhcl-train-source runs in one process (torchreid's supervised engines have no "
                           "DistributedDataParallel); start it without torchrun")
-    device = default_setup(cfg, args)
-    try:
-        engine = build_source_engine(cfg, use_gpu=device.type == "cuda")
+    with default_setup(cfg, args) as run_setup:
+        cfg = run_setup.cfg
+        engine = build_source_engine(cfg, use_gpu=run_setup.device.type == "cuda")
         engine.run(save_dir=cfg.OUTPUT_DIR, max_epoch=cfg.SOLVER.MAX_EPOCH, print_freq=cfg.SOLVER.LOG_PERIOD,
                    eval_freq=cfg.TEST.EVAL_PERIOD, dist_metric=cfg.TEST.DIST_METRIC, normalize_feature=True,
                    ranks=list(cfg.TEST.RANKS))
         logger.info("source model written by torchreid to %s; start the target run with MODEL.WEIGHTS %s",
                     source_checkpoint(cfg), source_checkpoint(cfg))
         return 0
-    finally:
-        release_lock(cfg.OUTPUT_DIR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None, cfg: Optional[CfgNode] = None) -> int:
+def main(argv: Optional[List[str]] = None, cfg: Optional["CfgNode"] = None) -> int:
     return run_cli("hhcl-train-source", lambda args: run(args, cfg), parse_command_line(build_parser(), argv))
 
 
