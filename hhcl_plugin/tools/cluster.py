@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import build_data
     from ..deploy import Embedder
     from ..engine.cluster_grid import draw_cluster_grid
+    from ..engine.run_dir import write_json
 
     setup_logger()
     cfg = setup_cfg(args.config_file, args.opts)
