@@ -20,7 +20,7 @@ CAMERA = ["LOSS.NAMES", "('memory', 'camera_proxy')"]
 
 def ddp_worker(rank, world, port, root, out):
     join_group(rank, world, port)
-    from hhcl_plugin.engine import hooks
+    from hhcl_plugin.engine import build_engine, hooks
     from hhcl_plugin.tools.train import build_parser, setup
 
     if rank == 1:  # proxies built from features rounded otherwise, as a GPU's unordered sums may give
@@ -28,12 +28,13 @@ def ddp_worker(rank, world, port, root, out):
         hooks.Clustering = lambda features, *args: cls(features + 1e-4, *args)
     opts = tiny_opts(root, os.path.join(out, "run")) + CAMERA + [
         "SOLVER.MAX_EPOCH", "1", "SOLVER.ITERS", "3", "SOLVER.IMS_PER_BATCH", "8", "INPUT.TRANSFORMS", "[]"]
-    engine = setup(build_parser().parse_args(["--config-file", CONFIG, *opts]))
-    terms = engine.losses.terms["camera_proxy"]
-    built = {}
-    original = terms.on_clustering
-    terms.on_clustering = lambda c: (original(c), built.update(p=terms.proxies.clone()))
-    engine.run()
+    with setup(build_parser().parse_args(["--config-file", CONFIG, *opts])) as run:
+        engine = build_engine(run.cfg, run.device)
+        terms = engine.losses.terms["camera_proxy"]
+        built = {}
+        original = terms.on_clustering
+        terms.on_clustering = lambda c: (original(c), built.update(p=terms.proxies.clone()))
+        engine.run()
     torch.save({"proxies": terms.proxies.clone(), "built": built["p"], "model": engine.model.state_dict()},
                os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()

@@ -9,6 +9,7 @@ import torch
 
 from conftest import tiny_opts
 from hhcl_plugin.config import setup_cfg
+from hhcl_plugin.engine import build_engine
 from hhcl_plugin.engine.checkpoint import load_checkpoint
 from hhcl_plugin.tools.train import build_parser, setup
 from hhcl_plugin.tools.train_source import source_checkpoint
@@ -39,8 +40,8 @@ def test_the_source_checkpoint_is_torchreids_and_starts_an_hhcl_run(two_stage, s
     assert {"state_dict", "epoch", "rank1", "optimizer"} <= set(ckpt) and "classifier.weight" in ckpt["state_dict"]
     args = build_parser().parse_args(["--config-file", os.path.join(UDA, "configs", "target_synth.yml"), *common,
                                       "OUTPUT_DIR", str(out / "loaded"), "MODEL.WEIGHTS", weights])
-    engine = setup(args)
-    state = engine.model.state_dict()
+    with setup(args) as run:
+        state = build_engine(run.cfg, run.device).model.state_dict()
     source = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("classifier.")}
     assert set(state) == set(source)
     for key, value in source.items():
