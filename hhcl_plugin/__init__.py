@@ -4,15 +4,16 @@ Importing the package imports nothing else, so the command lines answer ``--help
 Each subpackage registers its parts into its registries when it is first imported
 (``hhcl_plugin.engine``: the engine; ``memory``: the memories; ``data``: the sampler and the
 datasets ``synthreid``, ``folder``, ``personx``, ``celebreid``; ``clustering``: the clusterers;
-``modeling``: the backbones), and a registry is always reached through its subpackage, so a
-lookup finds every built-in part.  ``hhcl_plugin.engine`` and the like also work as attributes
+``losses``: the loss terms; ``gallery``: the gallery's index kinds; ``modeling``: the backbones),
+and a registry is always reached through its subpackage, so a lookup finds every built-in part.  ``hhcl_plugin.engine`` and the like also work as attributes
 of the package: the first access imports the subpackage.
 """
 from typing import Any
 
 __version__ = "0.2.0"
 
-_SUBPACKAGES = ("clustering", "config", "data", "deploy", "engine", "memory", "modeling", "testing", "tools", "utils")
+_SUBPACKAGES = ("clustering", "config", "data", "deploy", "engine", "gallery", "losses", "memory", "modeling", "testing",
+                "tools", "utils")
 
 
 def __getattr__(name: str) -> Any:
